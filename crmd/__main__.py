@@ -1,0 +1,3 @@
+from crmd.cli import main
+
+main()

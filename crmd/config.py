@@ -1,0 +1,268 @@
+"""Configuration: one TOML file, overridden by `CRMD_*` environment variables.
+
+Every section forbids unknown keys, so a typo in the file or in an environment variable is an error
+that names the key instead of a setting silently left at its default.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal, Self
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_PATH = Path("/etc/crmd/config.toml")
+ENTITIES = ("clientes", "produtos", "vendas", "atividades")
+Entity = Literal["clientes", "produtos", "vendas", "atividades"]
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` holds (key path, reason) pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{key}: {reason}" for key, reason in problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def _load_secret_files(self, *names: str) -> None:
+        """Fill `name` from `name_file` (env vars such as $CREDENTIALS_DIRECTORY are expanded)."""
+        for name in names:
+            inline: SecretStr | None = getattr(self, name)
+            file: str | None = getattr(self, f"{name}_file")
+            if file is None:
+                continue
+            if inline is not None:
+                raise ValueError(f"set either {name} or {name}_file, not both")
+            path = Path(os.path.expandvars(file))
+            try:
+                text = path.read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror}") from None
+            if not text:
+                raise ValueError(f"{name}_file: {path} is empty")
+            object.__setattr__(self, name, SecretStr(text))
+
+
+class DatabaseSettings(_Section):
+    dsn: str = "postgresql://crmd@localhost/ecletech"
+    password: SecretStr | None = None
+    password_file: str | None = None
+    pool_min_size: int = Field(1, ge=0)
+    pool_max_size: int = Field(10, ge=1)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.dsn.startswith(("postgresql://", "postgres://")):
+            raise ValueError("dsn must start with postgresql:// (a libpq URI)")
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("pool_min_size must not exceed pool_max_size")
+        self._load_secret_files("password")
+        return self
+
+
+class QueueSettings(_Section):
+    batch_size: int = Field(100, ge=1, le=10_000)
+    lease_seconds: float = Field(300.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    retry_initial_delay_seconds: float = Field(2.0, ge=0)
+    retry_multiplier: float = Field(2.0, ge=1)
+    retry_max_delay_seconds: float = Field(3600.0, gt=0)
+    retry_jitter: float = Field(0.1, ge=0, le=1)
+    poll_interval_seconds: float = Field(30.0, gt=0)
+
+
+class RateLimit(_Section):
+    requests: int = Field(gt=0)
+    per_seconds: float = Field(gt=0)
+
+
+DEFAULT_LIMITS = (
+    RateLimit(requests=3, per_seconds=1),
+    RateLimit(requests=100, per_seconds=60),
+    RateLimit(requests=30_000, per_seconds=86_400),
+)
+
+
+class CrmAccountSettings(_Section):
+    """One CRM account: where to send, with which credentials, under which limits."""
+
+    provider: Literal["gestaoclick"] = "gestaoclick"
+    base_url: str = "https://api.gestaoclick.com"
+    access_token: SecretStr | None = None
+    access_token_file: str | None = None
+    secret_access_token: SecretStr | None = None
+    secret_access_token_file: str | None = None
+    limits: tuple[RateLimit, ...] = DEFAULT_LIMITS
+    concurrency: int = Field(4, ge=1, le=256)
+    timeout_seconds: float = Field(30.0, gt=0)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError("base_url must start with http:// or https://")
+        if not self.limits:
+            raise ValueError("limits: at least one [[crm.limits]] entry is needed")
+        self._load_secret_files("access_token", "secret_access_token")
+        return self
+
+
+class CrmSettings(CrmAccountSettings):
+    """The default account, plus accounts of their own for some lojas (`[crm.lojas.N]`)."""
+
+    lojas: dict[int, CrmAccountSettings] = Field(default_factory=dict)
+
+    def account_name(self, loja_id: int) -> str:
+        return f"loja-{loja_id}" if loja_id in self.lojas else "default"
+
+    def accounts(self) -> dict[str, CrmAccountSettings]:
+        named: dict[str, CrmAccountSettings] = {"default": self}
+        named.update({f"loja-{loja}": acct for loja, acct in self.lojas.items()})
+        return named
+
+
+class CleanupSettings(_Section):
+    log_retention_days: int = Field(30, ge=1)
+    queue_retention_days: int = Field(7, ge=1)
+    batch_size: int = Field(5000, ge=1)
+
+
+class ScheduleSettings(_Section):
+    timezone: str = "America/Sao_Paulo"
+    cleanup: str = "0 3 * * *"
+    full_sync: str = "0 2 * * 0"
+    full_sync_entities: tuple[Entity, ...] = ("clientes",)
+    full_sync_priority: int = 1
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        try:
+            zoneinfo.ZoneInfo(self.timezone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"timezone: unknown time zone {self.timezone!r}") from None
+        for key in ("cleanup", "full_sync"):
+            expr = getattr(self, key)
+            if not croniter.is_valid(expr):
+                raise ValueError(f"{key}: {expr!r} is not a cron expression (minute hour dom mon dow)")
+        return self
+
+
+class AdminSettings(_Section):
+    listen: str = "127.0.0.1:9464"
+    token: SecretStr | None = None
+    token_file: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.listen:
+            host, sep, port = self.listen.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"listen: {self.listen!r} is not HOST:PORT (empty switches it off)")
+        self._load_secret_files("token")
+        return self
+
+
+class LogSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json", "journal"] = "auto"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CRMD_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    database: DatabaseSettings = DatabaseSettings()
+    queue: QueueSettings = QueueSettings()
+    crm: CrmSettings = CrmSettings()
+    cleanup: CleanupSettings = CleanupSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
+    admin: AdminSettings = AdminSettings()
+    log: LogSettings = LogSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment overrides it, key by key.
+        return (env_settings, init_settings)
+
+
+def resolve_path(explicit: str | None) -> tuple[Path, bool]:
+    """The config file to read and whether someone asked for it (then it must exist)."""
+    if explicit:
+        return Path(explicit), True
+    from_env = os.environ.get("CRMD_CONFIG")
+    if from_env:
+        return Path(from_env), True
+    return DEFAULT_CONFIG_PATH, False
+
+
+def load_settings(explicit_path: str | None = None) -> tuple[Settings, Path | None]:
+    """Read and validate the whole configuration; returns it and the file it came from."""
+    path, required = resolve_path(explicit_path)
+    data: dict[str, Any] = {}
+    source: Path | None = None
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+        source = path
+    except FileNotFoundError:
+        if required:
+            raise ConfigError([("config", f"file {path} does not exist")]) from None
+    except OSError as exc:
+        raise ConfigError([("config", f"cannot read {path}: {exc.strerror}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([("config", f"{path} is not valid TOML: {exc}")]) from None
+    try:
+        return Settings(**data), source
+    except ValidationError as exc:
+        raise ConfigError(_problems(exc)) from None
+
+
+def _problems(exc: ValidationError) -> list[tuple[str, str]]:
+    problems = []
+    for err in exc.errors(include_url=False, include_input=False):
+        key = ""
+        for part in err["loc"]:
+            key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling)"
+        # Section validators say "field: reason"; fold the field into the key path.
+        field, sep, reason = msg.partition(": ")
+        if sep and field.isidentifier():
+            key, msg = f"{key}.{field}" if key else field, reason
+        problems.append((key or "config", msg))
+    return problems
+
+
+def redact_dsn(dsn: str) -> str:
+    """The DSN with any password replaced, for logs and `check-config`."""
+    scheme, sep, rest = dsn.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return dsn
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}{sep}{user}:***@{hostpart}"
+
+
+def effective(settings: Settings) -> dict[str, Any]:
+    """The settings as plain data with every secret masked."""
+    data = settings.model_dump(mode="json")
+    data["database"]["dsn"] = redact_dsn(settings.database.dsn)
+    return data
