@@ -27,7 +27,8 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", metavar="PATH",
+        "--config",
+        metavar="PATH",
         help="configuration file (default: $CRMD_CONFIG, else /etc/crmd/config.toml)",
     )
 
@@ -103,8 +104,12 @@ def cmd_dev_seed(args: argparse.Namespace) -> int:
         conn = await db.connect(settings.database)
         try:
             counts = await seed.seed(
-                conn, lojas=args.lojas, clientes=args.clientes, produtos=args.produtos,
-                vendas=args.vendas, seed=args.seed,
+                conn,
+                lojas=args.lojas,
+                clientes=args.clientes,
+                produtos=args.produtos,
+                vendas=args.vendas,
+                seed=args.seed,
             )
         finally:
             await conn.close()
@@ -132,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser(
-        "check-config", help="validate the configuration and print it with secrets masked",
+        "check-config",
+        help="validate the configuration and print it with secrets masked",
         description="Validate the configuration and print the effective settings (secrets "
         "masked). Exits 78 and names every bad key when it is invalid.",
     )
@@ -140,13 +146,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_check_config)
 
     p = sub.add_parser(
-        "migrate", help="create or update crmd's tables (safe to run again)",
+        "migrate",
+        help="create or update crmd's tables (safe to run again)",
         description="Apply the numbered schema migrations that are missing, under an advisory "
         "lock. Running it again changes nothing.",
     )
     _config_arg(p)
     p.add_argument(
-        "--with-reference-erp", action="store_true",
+        "--with-reference-erp",
+        action="store_true",
         help="also create the reference ERP schema (lojas, clientes, produtos, vendas, "
         "atividades) with its enqueue triggers; for demos and tests",
     )
@@ -156,24 +164,30 @@ def build_parser() -> argparse.ArgumentParser:
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND", required=True)
 
     p = dev_sub.add_parser(
-        "seed", help="fill the reference ERP schema with sample data",
+        "seed",
+        help="fill the reference ERP schema with sample data",
         description="Insert realistic Brazilian sample data (valid CPF/CNPJ, addresses, vendas "
         "with items) into the reference ERP schema, in bulk. Its triggers enqueue every row.",
     )
     _config_arg(p)
     p.add_argument("--lojas", type=int, default=2, metavar="N", help="lojas (default 2)")
-    p.add_argument("--clientes", type=int, default=100, metavar="N",
-                   help="clientes per loja (default 100)")
-    p.add_argument("--produtos", type=int, default=50, metavar="N",
-                   help="produtos per loja (default 50)")
-    p.add_argument("--vendas", type=int, default=100, metavar="N",
-                   help="vendas per loja (default 100)")
-    p.add_argument("--seed", type=int, default=None, metavar="N",
-                   help="random seed, for repeatable data")
+    p.add_argument(
+        "--clientes", type=int, default=100, metavar="N", help="clientes per loja (default 100)"
+    )
+    p.add_argument(
+        "--produtos", type=int, default=50, metavar="N", help="produtos per loja (default 50)"
+    )
+    p.add_argument(
+        "--vendas", type=int, default=100, metavar="N", help="vendas per loja (default 100)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=None, metavar="N", help="random seed, for repeatable data"
+    )
     p.set_defaults(handler=cmd_dev_seed)
 
     p = dev_sub.add_parser(
-        "crm", help="run a local server that speaks GestãoClick's API",
+        "crm",
+        help="run a local server that speaks GestãoClick's API",
         description="Run a development CRM server speaking the part of GestãoClick's API crmd "
         "uses, with its rate limits and fault injection.",
     )

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal, Self
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_PATH = Path("/etc/crmd/config.toml")
@@ -59,10 +67,15 @@ class DatabaseSettings(_Section):
     pool_max_size: int = Field(10, ge=1)
     connect_timeout_seconds: float = Field(10.0, gt=0)
 
+    @field_validator("dsn")
+    @classmethod
+    def _dsn(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must start with postgresql:// (a libpq URI)")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not self.dsn.startswith(("postgresql://", "postgres://")):
-            raise ValueError("dsn must start with postgresql:// (a libpq URI)")
         if self.pool_min_size > self.pool_max_size:
             raise ValueError("pool_min_size must not exceed pool_max_size")
         self._load_secret_files("password")
@@ -106,12 +119,22 @@ class CrmAccountSettings(_Section):
     timeout_seconds: float = Field(30.0, gt=0)
     connect_timeout_seconds: float = Field(10.0, gt=0)
 
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("limits")
+    @classmethod
+    def _limits(cls, value: tuple[RateLimit, ...]) -> tuple[RateLimit, ...]:
+        if not value:
+            raise ValueError("at least one [[crm.limits]] entry is needed")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError("base_url must start with http:// or https://")
-        if not self.limits:
-            raise ValueError("limits: at least one [[crm.limits]] entry is needed")
         self._load_secret_files("access_token", "secret_access_token")
         return self
 
@@ -143,17 +166,21 @@ class ScheduleSettings(_Section):
     full_sync_entities: tuple[Entity, ...] = ("clientes",)
     full_sync_priority: int = 1
 
-    @model_validator(mode="after")
-    def _check(self) -> Self:
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
         try:
-            zoneinfo.ZoneInfo(self.timezone)
+            zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"timezone: unknown time zone {self.timezone!r}") from None
-        for key in ("cleanup", "full_sync"):
-            expr = getattr(self, key)
-            if not croniter.is_valid(expr):
-                raise ValueError(f"{key}: {expr!r} is not a cron expression (minute hour dom mon dow)")
-        return self
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("cleanup", "full_sync")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a cron expression (minute hour dom mon dow)")
+        return value
 
 
 class AdminSettings(_Section):
@@ -161,12 +188,17 @@ class AdminSettings(_Section):
     token: SecretStr | None = None
     token_file: str | None = None
 
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        if value:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{value!r} is not HOST:PORT (empty switches it off)")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if self.listen:
-            host, sep, port = self.listen.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"listen: {self.listen!r} is not HOST:PORT (empty switches it off)")
         self._load_secret_files("token")
         return self
 

@@ -35,7 +35,8 @@ async def connect(settings: DatabaseSettings) -> asyncpg.Connection:
 async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
-            min_size=settings.pool_min_size, max_size=settings.pool_max_size,
+            min_size=settings.pool_min_size,
+            max_size=settings.pool_max_size,
             **_connect_kwargs(settings),
         )
     except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

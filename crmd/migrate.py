@@ -44,7 +44,9 @@ def available(conjunto: str) -> list[Migration]:
 async def applied(conn: asyncpg.Connection) -> set[tuple[str, int]]:
     if not await conn.fetchval(queries["schema_version_table_exists"]):
         return set()
-    return {(r["conjunto"], r["versao"]) for r in await conn.fetch(queries["schema_versions_applied"])}
+    return {
+        (r["conjunto"], r["versao"]) for r in await conn.fetch(queries["schema_versions_applied"])
+    }
 
 
 async def pending(conn: asyncpg.Connection, sets: tuple[str, ...] = (CORE,)) -> list[Migration]:
@@ -65,7 +67,9 @@ async def migrate(conn: asyncpg.Connection, *, reference_erp: bool = False) -> l
                 await conn.execute(migration.sql)
                 await conn.execute(
                     queries["schema_version_record"],
-                    migration.conjunto, migration.version, migration.name,
+                    migration.conjunto,
+                    migration.version,
+                    migration.name,
                 )
         return todo
     finally:

@@ -63,8 +63,11 @@ class RetryPolicy:
     @classmethod
     def from_settings(cls, s: QueueSettings) -> RetryPolicy:
         return cls(
-            s.max_attempts, s.retry_initial_delay_seconds, s.retry_multiplier,
-            s.retry_max_delay_seconds, s.retry_jitter,
+            s.max_attempts,
+            s.retry_initial_delay_seconds,
+            s.retry_multiplier,
+            s.retry_max_delay_seconds,
+            s.retry_jitter,
         )
 
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
@@ -79,7 +82,11 @@ def _priority(item: NewItem) -> int:
 
 async def enqueue(conn: asyncpg.Connection, item: NewItem) -> None:
     await conn.execute(
-        queries["enqueue"], item.loja_id, item.entidade, item.entidade_id, _priority(item),
+        queries["enqueue"],
+        item.loja_id,
+        item.entidade,
+        item.entidade_id,
+        _priority(item),
         item.acao,
     )
 
@@ -91,8 +98,11 @@ async def enqueue_many(conn: asyncpg.Connection, items: Iterable[NewItem]) -> in
         return 0
     status = await conn.execute(
         queries["enqueue_many"],
-        [i.loja_id for i in batch], [i.entidade for i in batch],
-        [i.entidade_id for i in batch], [_priority(i) for i in batch], [i.acao for i in batch],
+        [i.loja_id for i in batch],
+        [i.entidade for i in batch],
+        [i.entidade_id for i in batch],
+        [_priority(i) for i in batch],
+        [i.acao for i in batch],
     )
     return int(status.rsplit(" ", 1)[-1])
 

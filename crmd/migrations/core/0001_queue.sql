@@ -79,12 +79,13 @@ CREATE TRIGGER crm_sync_queue_coalesce BEFORE INSERT ON crm_sync_queue
 
 -- The producers' entry point. NOTIFY is sent by the trigger, and delivered at commit.
 CREATE FUNCTION crm_enqueue(
-    p_loja_id integer, p_entidade text, p_entidade_id bigint,
-    p_prioridade integer DEFAULT 3, p_acao text DEFAULT 'upsert'
+    loja_id integer, entidade text, entidade_id bigint,
+    prioridade integer DEFAULT 3, acao text DEFAULT 'upsert'
 ) RETURNS void
 LANGUAGE sql AS $$
     INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id, prioridade, acao)
-    VALUES (p_loja_id, p_entidade, p_entidade_id, p_prioridade, p_acao);
+    VALUES (crm_enqueue.loja_id, crm_enqueue.entidade, crm_enqueue.entidade_id,
+            crm_enqueue.prioridade, crm_enqueue.acao);
 $$;
 
 -- One row per attempt, successful or not.

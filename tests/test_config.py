@@ -1,0 +1,234 @@
+"""Configuration: file discovery, environment overrides, secrets, and errors that name the key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from crmd.config import ConfigError, load_settings, redact_dsn
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("CRMD_"):
+            monkeypatch.delenv(name)
+
+
+def write(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def problems(text: str, tmp_path: Path) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    return dict(info.value.problems)
+
+
+def test_shipped_config_is_valid_and_matches_the_defaults_it_documents() -> None:
+    settings, source = load_settings(str(REPO / "config.toml"))
+    assert source == REPO / "config.toml"
+    assert settings.queue.batch_size == 100
+    assert settings.queue.max_attempts == 3
+    assert settings.queue.retry_initial_delay_seconds == 2
+    assert settings.queue.retry_multiplier == 2
+    assert [(lim.requests, lim.per_seconds) for lim in settings.crm.limits] == [
+        (3, 1),
+        (100, 60),
+        (30000, 86400),
+    ]
+    assert settings.cleanup.log_retention_days == 30
+    assert settings.cleanup.queue_retention_days == 7
+    assert settings.schedule.cleanup == "0 3 * * *"
+    assert settings.schedule.full_sync == "0 2 * * 0"
+    assert settings.schedule.timezone == "America/Sao_Paulo"
+
+
+def test_missing_file_that_was_asked_for_is_an_error_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError) as info:
+        load_settings(str(missing))
+    assert str(missing) in str(info.value)
+
+
+def test_crmd_config_env_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRMD_CONFIG", write(tmp_path, "[queue]\nbatch_size = 7\n"))
+    settings, _ = load_settings(None)
+    assert settings.queue.batch_size == 7
+    monkeypatch.setenv("CRMD_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match=r"missing\.toml"):
+        load_settings(None)
+
+
+def test_environment_overrides_file_key_by_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write(tmp_path, '[database]\ndsn = "postgresql://a@h/db"\npool_max_size = 3\n')
+    monkeypatch.setenv("CRMD_DATABASE__DSN", "postgresql://b@h/other")
+    monkeypatch.setenv("CRMD_CRM__ACCESS_TOKEN", "from-env")
+    settings, _ = load_settings(path)
+    assert settings.database.dsn == "postgresql://b@h/other"
+    assert settings.database.pool_max_size == 3
+    assert settings.crm.access_token is not None
+    assert settings.crm.access_token.get_secret_value() == "from-env"
+
+
+def test_unknown_keys_are_errors_in_file_and_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    found = problems("[queue]\nbatch_sise = 10\n[bogus]\nx = 1\n", tmp_path)
+    assert found == {
+        "queue.batch_sise": "unknown key (check the spelling)",
+        "bogus": "unknown key (check the spelling)",
+    }
+    monkeypatch.setenv("CRMD_QUEUE__MAX_ATEMPTS", "5")
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, ""))
+    assert dict(info.value.problems) == {"queue.max_atempts": "unknown key (check the spelling)"}
+
+
+def test_every_problem_is_reported_with_its_key_path(tmp_path: Path) -> None:
+    found = problems(
+        """
+[queue]
+batch_size = -1
+max_attempts = "three"
+[[crm.limits]]
+requests = 0
+per_seconds = 1
+[schedule]
+cleanup = "every day"
+timezone = "Mars/Olympus"
+[log]
+level = "loud"
+""",
+        tmp_path,
+    )
+    assert found == {
+        "queue.batch_size": "Input should be greater than or equal to 1",
+        "queue.max_attempts": "Input should be a valid integer, unable to parse string as an "
+        "integer",
+        "crm.limits[0].requests": "Input should be greater than 0",
+        "schedule.cleanup": "'every day' is not a cron expression (minute hour dom mon dow)",
+        "schedule.timezone": "unknown time zone 'Mars/Olympus'",
+        "log.level": "Input should be 'debug', 'info', 'warning' or 'error'",
+    }
+
+
+def test_section_validators_name_the_field(tmp_path: Path) -> None:
+    found = problems('[schedule]\ntimezone = "Mars/Olympus"\n', tmp_path)
+    assert found == {"schedule.timezone": "unknown time zone 'Mars/Olympus'"}
+    found = problems('[schedule]\nfull_sync = "61 * * * *"\n', tmp_path)
+    assert list(found) == ["schedule.full_sync"]
+    found = problems('[admin]\nlisten = "localhost"\n', tmp_path)
+    assert list(found) == ["admin.listen"]
+    found = problems('[database]\ndsn = "mysql://x"\n', tmp_path)
+    assert list(found) == ["database.dsn"]
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[queue\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert path in str(info.value) and "not valid TOML" in str(info.value)
+
+
+def test_secret_from_file_with_credentials_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "crm_access_token").write_text("s3cr3t-token\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    path = write(
+        tmp_path, '[crm]\naccess_token_file = "${CREDENTIALS_DIRECTORY}/crm_access_token"\n'
+    )
+    settings, _ = load_settings(path)
+    assert settings.crm.access_token is not None
+    assert settings.crm.access_token.get_secret_value() == "s3cr3t-token"
+    assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings.model_dump())
+
+
+def test_secret_file_problems_are_named(tmp_path: Path) -> None:
+    found = problems(f'[crm]\nsecret_access_token_file = "{tmp_path}/none"\n', tmp_path)
+    assert list(found) == ["crm.secret_access_token_file"]
+    assert f"{tmp_path}/none" in found["crm.secret_access_token_file"]
+    (tmp_path / "tok").write_text("x")
+    found = problems(f'[crm]\naccess_token = "a"\naccess_token_file = "{tmp_path}/tok"\n', tmp_path)
+    assert found == {"crm": "set either access_token or access_token_file, not both"}
+
+
+def test_per_loja_accounts(tmp_path: Path) -> None:
+    settings, _ = load_settings(
+        write(tmp_path, '[crm.lojas.2]\nbase_url = "https://other.example"\n')
+    )
+    assert settings.crm.account_name(2) == "loja-2"
+    assert settings.crm.account_name(1) == "default"
+    assert set(settings.crm.accounts()) == {"default", "loja-2"}
+    assert settings.crm.accounts()["loja-2"].base_url == "https://other.example"
+
+
+def test_redact_dsn_hides_only_the_password() -> None:
+    assert redact_dsn("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact_dsn("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
+
+
+# --- the check-config command ----------------------------------------------------------------
+
+
+def crmd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRMD_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "crmd", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_accepts_the_shipped_file_and_masks_secrets() -> None:
+    result = crmd("check-config", "--config", str(REPO / "config.toml"))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["queue"]["batch_size"] == 100
+    assert data["crm"]["access_token"] == "**********"
+    assert "dev-access-token" not in result.stdout + result.stderr
+
+
+def test_check_config_rejects_a_broken_file_with_exit_78(tmp_path: Path) -> None:
+    path = write(tmp_path, "[queue]\nbatch_size = 0\nmax_attempts = 2\nlease = 3\n")
+    result = crmd("check-config", "--config", path)
+    assert result.returncode == 78
+    assert "queue.batch_size" in result.stderr
+    assert "queue.lease: unknown key" in result.stderr
+    assert result.stdout == ""
+
+
+def test_check_config_missing_file_exits_78_naming_it(tmp_path: Path) -> None:
+    result = crmd("check-config", "--config", str(tmp_path / "absent.toml"))
+    assert result.returncode == 78
+    assert "absent.toml" in result.stderr and "does not exist" in result.stderr
+
+
+def test_check_config_never_prints_a_database_password(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\ndsn = "postgresql://crmd:hunter2@db/erp"\n')
+    result = crmd("check-config", "--config", path)
+    assert result.returncode == 0
+    assert "hunter2" not in result.stdout
+    assert "postgresql://crmd:***@db/erp" in result.stdout

@@ -1,0 +1,318 @@
+"""The outbox queue: enqueue and coalescing, claiming with leases, settling, retry timing."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import asyncpg
+import pytest
+
+from crmd import queue
+from crmd.queue import NewItem, RetryPolicy
+from crmd.sql import queries
+
+
+async def pending_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM crm_sync_queue WHERE estado = 'pendente' ORDER BY id")
+
+
+async def make_due(conn: asyncpg.Connection) -> None:
+    """Move every scheduled retry to now, instead of sleeping through its delay."""
+    await conn.execute("UPDATE crm_sync_queue SET proxima_tentativa = now()")
+
+
+async def expire_leases(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "UPDATE crm_sync_queue SET lease_ate = now() - interval '1 second'"
+        " WHERE estado = 'processando'"
+    )
+
+
+# --- producers -------------------------------------------------------------------------------
+
+
+async def test_crm_enqueue_function_inserts_one_pending_item(conn: asyncpg.Connection) -> None:
+    await conn.execute("SELECT crm_enqueue(1, 'clientes', 42, 3, 'upsert')")
+    [row] = await pending_rows(conn)
+    assert (row["loja_id"], row["entidade"], row["entidade_id"]) == (1, "clientes", 42)
+    assert (row["prioridade"], row["acao"], row["tentativas"]) == (3, "upsert", 0)
+    assert row["processado"] is False
+
+
+async def test_old_style_direct_insert_still_works(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id, prioridade)"
+        " VALUES (2, 'vendas', 7, 5)"
+    )
+    [row] = await pending_rows(conn)
+    assert (row["entidade"], row["entidade_id"], row["acao"]) == ("vendas", 7, "upsert")
+
+
+async def test_unknown_entity_is_rejected(conn: asyncpg.Connection) -> None:
+    with pytest.raises(asyncpg.CheckViolationError):
+        await conn.execute("SELECT crm_enqueue(1, 'fornecedores', 1)")
+
+
+async def test_enqueue_sends_notify_at_commit(conn: asyncpg.Connection, db_dsn: str) -> None:
+    listener = await asyncpg.connect(db_dsn)
+    got: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("crm_sync", lambda *args: got.put_nowait(args[2]))
+    try:
+        async with conn.transaction():
+            await queue.enqueue(conn, NewItem(1, "clientes", 1))
+            await asyncio.sleep(0.05)
+            assert got.empty(), "NOTIFY must wait for the commit"
+        assert await asyncio.wait_for(got.get(), 2) == "crm_sync"
+    finally:
+        await listener.close()
+
+
+async def test_enqueue_again_while_pending_coalesces_at_higher_priority(
+    conn: asyncpg.Connection,
+) -> None:
+    await queue.enqueue(conn, NewItem(1, "clientes", 10, prioridade=3))
+    await queue.enqueue(conn, NewItem(1, "clientes", 10, prioridade=5))
+    await queue.enqueue(conn, NewItem(1, "clientes", 10, prioridade=1))
+    [row] = await pending_rows(conn)
+    assert row["prioridade"] == 5
+    # Another loja's record with the same id is another record.
+    await queue.enqueue(conn, NewItem(2, "clientes", 10))
+    assert len(await pending_rows(conn)) == 2
+
+
+async def test_coalescing_keeps_the_newest_action(conn: asyncpg.Connection) -> None:
+    await queue.enqueue(conn, NewItem(1, "produtos", 3))
+    await queue.enqueue(conn, NewItem(1, "produtos", 3, acao="delete"))
+    [row] = await pending_rows(conn)
+    assert row["acao"] == "delete"
+
+
+async def test_change_while_in_flight_gets_a_new_pending_item(conn: asyncpg.Connection) -> None:
+    await queue.enqueue(conn, NewItem(1, "clientes", 10))
+    [claimed] = await queue.claim(conn, 10, 60)
+    await queue.enqueue(conn, NewItem(1, "clientes", 10))
+    [new] = await pending_rows(conn)
+    assert new["id"] != claimed.id
+    # The in-flight one finishes; the new one is still there to send the newer data.
+    assert await queue.complete(conn, claimed)
+    assert [r["id"] for r in await pending_rows(conn)] == [new["id"]]
+
+
+async def test_concurrent_producers_of_one_record_leave_one_item(pool: asyncpg.Pool) -> None:
+    async def produce(prio: int) -> None:
+        async with pool.acquire() as c, c.transaction():
+            await queue.enqueue(c, NewItem(1, "vendas", 99, prioridade=prio))
+            await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(produce(p) for p in range(1, 9)))
+    async with pool.acquire() as c:
+        rows = await pending_rows(c)
+    assert len(rows) == 1
+    assert rows[0]["prioridade"] == 8
+
+
+async def test_enqueue_many_coalesces_within_and_across_calls(conn: asyncpg.Connection) -> None:
+    items = [NewItem(1, "clientes", i) for i in range(100)]
+    assert await queue.enqueue_many(conn, items) == 100
+    assert await queue.enqueue_many(conn, [*items, NewItem(1, "clientes", 100)]) == 1
+    assert len(await pending_rows(conn)) == 101
+    assert await queue.enqueue_many(conn, []) == 0
+
+
+# --- claiming -------------------------------------------------------------------------------
+
+
+async def test_claim_takes_highest_priority_then_oldest(conn: asyncpg.Connection) -> None:
+    for entidade, ident in [
+        ("atividades", 1),
+        ("clientes", 2),
+        ("vendas", 3),
+        ("clientes", 4),
+        ("vendas", 5),
+        ("produtos", 6),
+    ]:
+        await queue.enqueue(conn, NewItem(1, entidade, ident))
+    first = await queue.claim(conn, 3, 60)
+    assert [(i.entidade, i.entidade_id) for i in first] == [
+        ("vendas", 3),
+        ("vendas", 5),
+        ("clientes", 2),
+    ]
+    rest = await queue.claim(conn, 10, 60)
+    assert [(i.entidade, i.entidade_id) for i in rest] == [
+        ("clientes", 4),
+        ("produtos", 6),
+        ("atividades", 1),
+    ]
+    assert all(i.tentativas == 1 for i in first + rest)
+
+
+async def test_claim_skips_items_not_yet_due(conn: asyncpg.Connection) -> None:
+    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    [item] = await queue.claim(conn, 10, 60)
+    assert await queue.reschedule(conn, item, 30, "boom")
+    assert await queue.claim(conn, 10, 60) == []
+    assert 25 < (await queue.next_due_in(conn) or 0) <= 30
+    await make_due(conn)
+    [again] = await queue.claim(conn, 10, 60)
+    assert again.id == item.id and again.tentativas == 2
+
+
+async def test_concurrent_claimers_never_share_an_item_and_take_them_all(
+    pool: asyncpg.Pool,
+) -> None:
+    total = 3000
+    async with pool.acquire() as c:
+        await queue.enqueue_many(c, [NewItem(1 + i % 3, "clientes", i) for i in range(total)])
+
+    async def worker() -> list[int]:
+        mine: list[int] = []
+        while True:
+            async with pool.acquire() as c:
+                batch = await queue.claim(c, 50, 60)
+            if not batch:
+                return mine
+            mine.extend(i.id for i in batch)
+
+    results = await asyncio.gather(*(worker() for _ in range(8)))
+    claimed = [i for r in results for i in r]
+    assert len(claimed) == total
+    assert len(set(claimed)) == total
+    assert sum(1 for r in results if r) > 1, "work should spread over several claimers"
+
+
+async def test_expired_lease_makes_item_claimable_and_stale_token_is_rejected(
+    conn: asyncpg.Connection,
+) -> None:
+    await queue.enqueue(conn, NewItem(1, "clientes", 5))
+    [old] = await queue.claim(conn, 10, 60)
+    assert await queue.claim(conn, 10, 60) == []  # leased
+    await expire_leases(conn)
+    [new] = await queue.claim(conn, 10, 60)
+    assert new.id == old.id and new.lease_token != old.lease_token
+    assert new.tentativas == 2
+    # The first worker comes back late: every settling call with its token changes nothing.
+    assert not await queue.complete(conn, old)
+    assert not await queue.fail(conn, old, "late")
+    assert not await queue.release(conn, old)
+    assert await queue.fail_or_retry(conn, old, "late", RetryPolicy(), retryable=True) == "stale"
+    row = await conn.fetchrow("SELECT * FROM crm_sync_queue WHERE id = $1", old.id)
+    assert row["estado"] == "processando" and row["lease_token"] == new.lease_token
+    assert await queue.complete(conn, new)
+
+
+async def test_record_in_flight_is_not_claimed_twice(conn: asyncpg.Connection) -> None:
+    await queue.enqueue(conn, NewItem(1, "clientes", 5))
+    [first] = await queue.claim(conn, 10, 60)
+    await queue.enqueue(conn, NewItem(1, "clientes", 5))  # a newer change, pending
+    await queue.enqueue(conn, NewItem(1, "clientes", 6))
+    claimed = await queue.claim(conn, 10, 60)
+    assert [i.entidade_id for i in claimed] == [6], "the newer item waits for the first"
+    assert await queue.complete(conn, first)
+    [second] = await queue.claim(conn, 10, 60)
+    assert second.entidade_id == 5 and second.id != first.id
+
+
+# --- settling ---------------------------------------------------------------------------------
+
+
+async def test_complete_marks_processed(conn: asyncpg.Connection) -> None:
+    await queue.enqueue(conn, NewItem(1, "vendas", 1))
+    [item] = await queue.claim(conn, 1, 60)
+    assert await queue.complete(conn, item)
+    row = await conn.fetchrow("SELECT * FROM crm_sync_queue WHERE id = $1", item.id)
+    assert row["estado"] == "concluido" and row["processado"] is True
+    assert row["processado_em"] is not None and row["lease_token"] is None
+
+
+async def test_retry_until_max_attempts_then_failed_with_last_error(
+    conn: asyncpg.Connection,
+) -> None:
+    policy = RetryPolicy(max_attempts=3, initial_delay=2, multiplier=2, jitter=0)
+    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    outcomes = []
+    for _ in range(3):
+        await make_due(conn)
+        [item] = await queue.claim(conn, 1, 60)
+        outcomes.append(
+            await queue.fail_or_retry(conn, item, f"erro {item.tentativas}", policy, retryable=True)
+        )
+    assert outcomes == ["retry", "retry", "failed"]
+    row = await conn.fetchrow("SELECT * FROM crm_sync_queue")
+    assert (row["estado"], row["tentativas"], row["ultimo_erro"]) == ("falhou", 3, "erro 3")
+    await make_due(conn)
+    assert await queue.claim(conn, 1, 60) == []
+
+
+async def test_permanent_error_fails_at_once(conn: asyncpg.Connection) -> None:
+    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    [item] = await queue.claim(conn, 1, 60)
+    result = await queue.fail_or_retry(conn, item, "CPF inválido", RetryPolicy(), retryable=False)
+    assert result == "failed"
+    assert await conn.fetchval("SELECT tentativas FROM crm_sync_queue") == 1
+
+
+async def test_reschedule_sets_next_attempt_after_delay(conn: asyncpg.Connection) -> None:
+    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    [item] = await queue.claim(conn, 1, 60)
+    assert await queue.reschedule(conn, item, 8.0, "timeout")
+    wait = await conn.fetchval(
+        "SELECT EXTRACT(EPOCH FROM proxima_tentativa - now())::float8 FROM crm_sync_queue"
+    )
+    assert 7.0 < wait <= 8.0
+
+
+async def test_release_gives_item_back_without_spending_the_attempt(
+    conn: asyncpg.Connection,
+) -> None:
+    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    [item] = await queue.claim(conn, 1, 60)
+    assert await queue.release(conn, item, reason="conta pausada")
+    row = await conn.fetchrow("SELECT * FROM crm_sync_queue")
+    assert (row["estado"], row["tentativas"], row["ultimo_erro"]) == (
+        "pendente",
+        0,
+        "conta pausada",
+    )
+    [again] = await queue.claim(conn, 1, 60)
+    assert again.tentativas == 1
+
+
+def test_retry_delays_grow_by_the_multiplier_with_bounded_jitter() -> None:
+    exact = RetryPolicy(initial_delay=2, multiplier=2, jitter=0)
+    assert [exact.delay(n) for n in (1, 2, 3, 4)] == [2, 4, 8, 16]
+    capped = RetryPolicy(initial_delay=2, multiplier=10, max_delay=50, jitter=0)
+    assert capped.delay(5) == 50
+    jittered = RetryPolicy(initial_delay=2, multiplier=2, jitter=0.1)
+    rng = random.Random(1)
+    samples = [jittered.delay(3, rng) for _ in range(200)]
+    assert all(7.2 <= s <= 8.8 for s in samples)
+    assert len({round(s, 6) for s in samples}) > 100, "jitter must spread retries"
+
+
+async def test_claim_uses_the_partial_index(conn: asyncpg.Connection) -> None:
+    """With many done rows, the claim's scan reads the partial index, not the table."""
+    await conn.execute(
+        "INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id, estado)"
+        " SELECT 1, 'clientes', g, 'concluido' FROM generate_series(1, 20000) g"
+    )
+    await queue.enqueue_many(conn, [NewItem(1, "vendas", i) for i in range(50)])
+    await conn.execute("ANALYZE crm_sync_queue")
+
+    # EXPLAIN without ANALYZE plans the claim without running it.
+    text = str(await conn.fetchval("EXPLAIN (FORMAT JSON) " + queries["claim"], 10, 60.0))
+    assert "crm_sync_queue_claim_idx" in text
+    assert "Seq Scan" not in text
+
+
+async def test_crm_enqueue_accepts_named_arguments(conn: asyncpg.Connection) -> None:
+    await conn.execute(
+        "SELECT crm_enqueue(loja_id => 1, entidade => 'clientes', entidade_id => 42)"
+    )
+    await conn.execute("SELECT crm_enqueue(1, 'produtos', 7, 3, 'delete')")
+    rows = await pending_rows(conn)
+    assert [(r["entidade"], r["entidade_id"], r["prioridade"], r["acao"]) for r in rows] == [
+        ("clientes", 42, 3, "upsert"),
+        ("produtos", 7, 3, "delete"),
+    ]
