@@ -95,6 +95,31 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return run_async(go())
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import time
+
+    from crmd import logs, runner
+
+    settings = settings_or_exit(args)
+    logs.configure(settings.log.level, settings.log.format)
+    if not args.once:
+        from crmd import daemon
+
+        return daemon.main(args.config, settings)
+
+    async def go() -> int:
+        start = time.perf_counter()
+        try:
+            stats = await runner.run_once(settings)
+        except runner.SchemaOutdated as exc:
+            print(f"crmd: {exc}", file=sys.stderr)
+            return EX_CONFIG
+        print(runner.summary(stats, time.perf_counter() - start))
+        return EX_OK
+
+    return run_async(go())
+
+
 def cmd_dev_seed(args: argparse.Namespace) -> int:
     from crmd import db, seed
 
@@ -159,6 +184,20 @@ def build_parser() -> argparse.ArgumentParser:
         "atividades) with its enqueue triggers; for demos and tests",
     )
     p.set_defaults(handler=cmd_migrate)
+
+    p = sub.add_parser(
+        "run",
+        help="sync the queue to the CRM (the daemon; --once for a single pass)",
+        description="Run the sync daemon: wait for queue items and send them to the CRM, until "
+        "SIGTERM. With --once, process what is due now, print a summary and exit (for cron).",
+    )
+    _config_arg(p)
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help="process what is due now, print 'processados n/m, erros e, tempo t' and exit",
+    )
+    p.set_defaults(handler=cmd_run)
 
     dev = sub.add_parser("dev", help="development helpers: sample data, a local CRM server")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND", required=True)

@@ -115,7 +115,9 @@ class CrmAccountSettings(_Section):
     secret_access_token: SecretStr | None = None
     secret_access_token_file: str | None = None
     limits: tuple[RateLimit, ...] = DEFAULT_LIMITS
+    limit_margin_seconds: float = Field(0.01, ge=0, le=10)
     concurrency: int = Field(4, ge=1, le=256)
+    venda_situacao_id: str = "1"
     timeout_seconds: float = Field(30.0, gt=0)
     connect_timeout_seconds: float = Field(10.0, gt=0)
 
@@ -151,6 +153,36 @@ class CrmSettings(CrmAccountSettings):
         named: dict[str, CrmAccountSettings] = {"default": self}
         named.update({f"loja-{loja}": acct for loja, acct in self.lojas.items()})
         return named
+
+
+class SyncSettings(_Section):
+    skip_unchanged: bool = True
+    dependency_wait_seconds: float = Field(2.0, ge=0)
+    max_dependency_waits: int = Field(30, ge=1)
+    auth_pause_seconds: float = Field(60.0, gt=0)
+    failure_pause_seconds: float = Field(30.0, gt=0)
+    max_pause_seconds: float = Field(900.0, gt=0)
+    breaker_threshold: int = Field(5, ge=1)
+    shutdown_timeout_seconds: float = Field(30.0, ge=0)
+
+
+class SourcesSettings(_Section):
+    """Per entity, a query returning the ERP rows of the ids in $1 (empty: the default)."""
+
+    clientes: str = ""
+    produtos: str = ""
+    vendas: str = ""
+    atividades: str = ""
+
+    @field_validator("clientes", "produtos", "vendas", "atividades")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        if value and "$1" not in value:
+            raise ValueError("the query must filter on $1, the array of ids to load")
+        return value
+
+    def query(self, entidade: str) -> str | None:
+        return getattr(self, entidade) or None
 
 
 class CleanupSettings(_Section):
@@ -216,6 +248,8 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     queue: QueueSettings = QueueSettings()
     crm: CrmSettings = CrmSettings()
+    sync: SyncSettings = SyncSettings()
+    sources: SourcesSettings = SourcesSettings()
     cleanup: CleanupSettings = CleanupSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     admin: AdminSettings = AdminSettings()

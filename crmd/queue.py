@@ -34,6 +34,7 @@ class Item:
     acao: Action
     prioridade: int
     tentativas: int
+    adiamentos: int
     lease_token: uuid.UUID
 
     @property
@@ -148,6 +149,11 @@ async def release(
     return await _settle(conn, "release", item.id, item.lease_token, delay, reason)
 
 
+async def defer(conn: asyncpg.Connection, item: Item, delay: float, reason: str) -> bool:
+    """Give the item back to wait for a dependency; counts the wait, not an attempt."""
+    return await _settle(conn, "defer", item.id, item.lease_token, delay, reason)
+
+
 async def release_all(conn: asyncpg.Connection, items: Sequence[Item]) -> int:
     released = 0
     for item in items:
@@ -158,4 +164,4 @@ async def release_all(conn: asyncpg.Connection, items: Sequence[Item]) -> int:
 async def next_due_in(conn: asyncpg.Connection) -> float | None:
     """Seconds until the next pending item is due; None when nothing is pending."""
     value = await conn.fetchval(queries["next_due_in"])
-    return None if value is None else float(value)
+    return None if value is None else max(float(value), 0.0)

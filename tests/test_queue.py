@@ -316,3 +316,13 @@ async def test_crm_enqueue_accepts_named_arguments(conn: asyncpg.Connection) -> 
         ("clientes", 42, 3, "upsert"),
         ("produtos", 7, 3, "delete"),
     ]
+
+
+async def test_next_due_in_is_none_when_nothing_is_pending(conn: asyncpg.Connection) -> None:
+    assert await queue.next_due_in(conn) is None
+    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    assert await queue.next_due_in(conn) == 0.0
+    [item] = await queue.claim(conn, 1, 60)
+    assert await queue.next_due_in(conn) is None
+    assert await queue.complete(conn, item)
+    assert await queue.next_due_in(conn) is None

@@ -64,7 +64,7 @@ UPDATE crm_sync_queue q
   FROM due
  WHERE q.id = due.id
 RETURNING q.id, q.loja_id, q.entidade, q.entidade_id, q.acao, q.prioridade, q.tentativas,
-          q.lease_token;
+          q.adiamentos, q.lease_token;
 
 -- name: complete
 UPDATE crm_sync_queue
@@ -95,8 +95,52 @@ UPDATE crm_sync_queue
        proxima_tentativa = now() + make_interval(secs => $3), atualizado_em = now()
  WHERE id = $1 AND lease_token = $2 AND estado = 'processando';
 
+-- name: defer
+-- Like release, for an item waiting on a record it depends on; counted, so it cannot wait forever.
+UPDATE crm_sync_queue
+   SET estado = 'pendente', lease_token = NULL, lease_ate = NULL,
+       tentativas = GREATEST(tentativas - 1, 0), adiamentos = adiamentos + 1, ultimo_erro = $4,
+       proxima_tentativa = now() + make_interval(secs => $3), atualizado_em = now()
+ WHERE id = $1 AND lease_token = $2 AND estado = 'processando';
+
 -- name: next_due_in
--- Seconds until the earliest pending item is due (0 if one is due now), NULL when none waits.
-SELECT GREATEST(EXTRACT(EPOCH FROM min(proxima_tentativa) - now()), 0)::float8
+-- Seconds until the earliest pending item is due (negative when overdue), NULL when none waits.
+-- (Not GREATEST(..., 0): GREATEST ignores NULLs and would turn "nothing pending" into 0.)
+SELECT EXTRACT(EPOCH FROM min(proxima_tentativa) - now())::float8
   FROM crm_sync_queue
  WHERE estado = 'pendente';
+
+-- name: map_for_batch
+SELECT entidade_id, external_id, payload_hash
+  FROM crm_sync_map
+ WHERE conta = $1 AND entidade = $2 AND entidade_id = ANY($3::bigint[]);
+
+-- name: map_resolve
+SELECT m.entidade, m.entidade_id, m.external_id
+  FROM crm_sync_map m
+  JOIN unnest($2::text[], $3::bigint[]) AS want (entidade, entidade_id)
+    ON m.entidade = want.entidade AND m.entidade_id = want.entidade_id
+ WHERE m.conta = $1;
+
+-- name: map_upsert
+INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
+   SET external_id = EXCLUDED.external_id, payload_hash = EXCLUDED.payload_hash,
+       sincronizado_em = now();
+
+-- name: map_delete
+DELETE FROM crm_sync_map WHERE conta = $1 AND entidade = $2 AND entidade_id = $3;
+
+-- name: log_insert
+INSERT INTO crm_sync_log (queue_id, conta, loja_id, entidade, entidade_id, acao, tentativa,
+                          status, http_status, mensagem, external_id, requisicoes, duracao_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+
+-- name: requests_sent_since
+-- When this account's recent requests were sent, from the log: the limiter starts from them, so
+-- a restart cannot spend the daily budget twice. Each row stands for `requisicoes` requests.
+SELECT EXTRACT(EPOCH FROM criado_em)::float8 AS at, requisicoes
+  FROM crm_sync_log
+ WHERE conta = $1 AND requisicoes > 0 AND criado_em > now() - make_interval(secs => $2)
+ ORDER BY criado_em;

@@ -17,6 +17,8 @@ CREATE TABLE crm_sync_queue (
     -- The old system's flag, derived so it can never disagree with estado.
     processado        boolean     GENERATED ALWAYS AS (estado = 'concluido') STORED,
     tentativas        integer     NOT NULL DEFAULT 0,
+    -- Times the item was put back to wait for a record it depends on (a venda's cliente).
+    adiamentos        integer     NOT NULL DEFAULT 0,
     proxima_tentativa timestamptz NOT NULL DEFAULT now(),
     lease_token       uuid,
     lease_ate         timestamptz,

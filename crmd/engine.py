@@ -1,0 +1,419 @@
+"""The sync engine: claimed queue items to the CRM, each outcome recorded in one transaction.
+
+    claim (SKIP LOCKED) -> load ERP rows (one query per entity) -> build payload -> limiter ->
+    CRM call -> outcome (external id, log row, queue state) in one transaction
+
+A claimer keeps a small buffer of claimed, loaded items; workers take them in priority order and
+send them under their account's concurrency and limits. The engine knows nothing of signals,
+timers or systemd: `run()` takes a stop event and a wake event from whoever drives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import asyncpg
+import structlog
+
+from crmd import queue
+from crmd.accounts import Account
+from crmd.config import Settings
+from crmd.outcome import Outcome, record
+from crmd.providers.base import CrmError, ErrorKind, Prepared, Row
+from crmd.queue import Item, NewItem, RetryPolicy
+from crmd.sql import queries, sources
+from crmd.transport import counting
+
+log = structlog.get_logger("crmd.engine")
+
+
+@dataclass
+class Work:
+    """A claimed item with what the claimer loaded for it."""
+
+    item: Item
+    account: Account
+    row: Row | None
+    external_id: str | None
+    payload_hash: str | None
+
+
+@dataclass
+class Stats:
+    """Counters since start, for the summary line, status and metrics."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    requests: int = 0
+    by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def settled(self) -> int:
+        return self.succeeded + self.failed + self.retried
+
+
+def payload_hash(payload: Mapping[str, Any]) -> str:
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Engine:
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, accounts: dict[str, Account]
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.accounts = accounts
+        self.stats = Stats()
+        self._buffer: asyncio.PriorityQueue[tuple[int, int, Work]] = asyncio.PriorityQueue()
+        self._in_hand: dict[int, Work] = {}  # claimed and not yet settled, by queue id
+
+    def apply(self, settings: Settings) -> None:
+        """New settings take effect for the next claim and the next item (SIGHUP)."""
+        self.settings = settings
+
+    # --- driving ----------------------------------------------------------------------------
+
+    async def run_once(self) -> Stats:
+        """Process what is due now (and what becomes due while doing so, within a grace period)
+        and return when the queue has nothing more for us."""
+        stop = asyncio.Event()
+        grace = self.settings.sync.dependency_wait_seconds + 1.0
+        workers = self._start_workers(stop)
+        try:
+            while True:
+                claimed = await self._claim()
+                if claimed:
+                    await self._buffer.join()
+                    continue
+                await self._buffer.join()
+                async with self.pool.acquire() as conn:
+                    due_in = await queue.next_due_in(conn)
+                if due_in is None or due_in > grace:
+                    break
+                await asyncio.sleep(due_in + 0.05)
+        finally:
+            stop.set()
+            await self._stop_workers(workers)
+        return self.stats
+
+    async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
+        """Process until `stop` is set; `wake` (NOTIFY) cuts an idle wait short."""
+        workers = self._start_workers(stop)
+        try:
+            while not stop.is_set():
+                # Cleared before claiming: a NOTIFY that lands after this point cuts the wait.
+                wake.clear()
+                low_water = max(self.settings.queue.batch_size // 2, 1)
+                if self._buffer.qsize() < low_water and await self._claim():
+                    continue
+                wait = await self._idle_wait()
+                waiters = [asyncio.ensure_future(e.wait()) for e in (stop, wake)]
+                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                for w in waiters:
+                    w.cancel()
+        finally:
+            await self._stop_workers(workers)
+
+    async def _idle_wait(self) -> float:
+        """How long to sleep when nothing was claimed: until the next retry, at most a poll."""
+        poll = self.settings.queue.poll_interval_seconds
+        if self._buffer.qsize():
+            return 0.05  # workers are busy; look again soon so they never run dry
+        async with self.pool.acquire() as conn:
+            due_in = await queue.next_due_in(conn)
+        return poll if due_in is None else min(max(due_in, 0.01), poll)
+
+    def _start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        total = sum(a.settings.concurrency for a in self.accounts.values())
+        return [asyncio.create_task(self._worker(stop)) for _ in range(total)]
+
+    async def _stop_workers(self, workers: list[asyncio.Task[None]]) -> None:
+        for w in workers:
+            w.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        await self.release_unsent()
+
+    async def release_unsent(self) -> int:
+        """Give back, without spending attempts, what was claimed and not sent (shutdown)."""
+        leftover = []
+        while not self._buffer.empty():
+            leftover.append(self._buffer.get_nowait()[2])
+            self._buffer.task_done()
+        if not leftover:
+            return 0
+        async with self.pool.acquire() as conn:
+            released = await queue.release_all(conn, [w.item for w in leftover])
+        for w in leftover:
+            self._in_hand.pop(w.item.id, None)
+        log.info("released_unsent", count=released)
+        return released
+
+    # --- claiming and loading -----------------------------------------------------------------
+
+    async def _claim(self) -> int:
+        qs = self.settings.queue
+        async with self.pool.acquire() as conn:
+            items = await queue.claim(conn, qs.batch_size, qs.lease_seconds)
+            if not items:
+                return 0
+            works = await self._load(conn, items)
+        self.stats.claimed += len(items)
+        for w in works:
+            self._in_hand[w.item.id] = w
+            self._buffer.put_nowait((-w.item.prioridade, w.item.id, w))
+        return len(items)
+
+    async def _load(self, conn: asyncpg.Connection, items: list[Item]) -> list[Work]:
+        """Rows and CRM mappings for a batch: one query per entity (and account), not per item."""
+        by_entity: dict[str, list[int]] = defaultdict(list)
+        for i in items:
+            by_entity[i.entidade].append(i.entidade_id)
+        rows: dict[tuple[str, int], Row] = {}
+        for entidade, ids in by_entity.items():
+            sql = self.settings.sources.query(entidade) or sources[entidade]
+            for r in await conn.fetch(sql, ids):
+                rows[(entidade, int(r["id"]))] = _decode(dict(r))
+        mapped: dict[tuple[str, str, int], tuple[str, str | None]] = {}
+        account_of = {i.id: self._account(i.loja_id) for i in items}
+        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+        for i in items:
+            groups[(account_of[i.id].name, i.entidade)].append(i.entidade_id)
+        for (conta, entidade), ids in groups.items():
+            for r in await conn.fetch(queries["map_for_batch"], conta, entidade, ids):
+                mapped[(conta, entidade, r["entidade_id"])] = (r["external_id"], r["payload_hash"])
+        works = []
+        for i in items:
+            account = account_of[i.id]
+            ext, digest = mapped.get((account.name, i.entidade, i.entidade_id), (None, None))
+            row = rows.get((i.entidade, i.entidade_id))
+            works.append(Work(i, account, row, ext, digest))
+        return works
+
+    def _account(self, loja_id: int) -> Account:
+        return self.accounts[self.settings.crm.account_name(loja_id)]
+
+    # --- working ------------------------------------------------------------------------------
+
+    async def _worker(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            _, _, work = await self._buffer.get()
+            try:
+                async with work.account.slots:
+                    await self._process(work)
+            except Exception:  # a bug must not kill the worker; the lease brings the item back
+                log.exception("worker_error", queue_id=work.item.id)
+            finally:
+                self._in_hand.pop(work.item.id, None)
+                self._buffer.task_done()
+
+    async def _process(self, work: Work) -> None:
+        item, account = work.item, work.account
+        paused = account.paused_for()
+        if paused > 0 or account.limiter.delay() > self.settings.queue.lease_seconds / 2:
+            await self._release(
+                work,
+                max(paused, account.limiter.delay()),
+                account.limiter.pause_reason or "orçamento de requisições",
+            )
+            return
+        count = counting()
+        start = time.perf_counter()
+        outcome: Outcome
+        try:
+            outcome = await self._send(work)
+        except CrmError as exc:
+            outcome = await self._on_error(work, exc)
+        except Exception as exc:  # a bad row or a bug: this item fails, the engine goes on
+            log.exception(
+                "item_error", queue_id=item.id, entidade=item.entidade, entidade_id=item.entidade_id
+            )
+            outcome = Outcome.error(f"erro interno: {type(exc).__name__}: {exc}", retryable=True)
+        if outcome.deferred is not None:
+            return
+        outcome.requests = count.sent
+        outcome.http_status = count.statuses[-1] if count.statuses else None
+        outcome.duration_ms = int((time.perf_counter() - start) * 1000)
+        self.stats.requests += count.sent
+        await self._record(work, outcome)
+
+    async def _send(self, work: Work) -> Outcome:
+        item, account, provider = work.item, work.account, work.account.provider
+        if not provider.supports(item.entidade):
+            return Outcome.error(
+                f"{item.entidade} não é suportado pelo provedor {provider.name}", retryable=False
+            )
+        if item.acao == "delete" or work.row is None:
+            return await self._delete(work)
+        needs = provider.dependencies(item.entidade, work.row).items
+        resolved = await self._resolve(account.name, needs) if needs else {}
+        missing = [n for n in needs if n not in resolved]
+        if missing:
+            return await self._wait_for(work, missing)
+        prepared = provider.build(item.entidade, work.row, resolved)
+        digest = payload_hash(prepared.payload)
+        if self.settings.sync.skip_unchanged and work.external_id and work.payload_hash == digest:
+            return Outcome.ok(work.external_id, digest, "sem alterações desde o último envio")
+        return await self._upsert(work, prepared, digest)
+
+    async def _upsert(self, work: Work, prepared: Prepared, digest: str) -> Outcome:
+        entidade, provider = work.item.entidade, work.account.provider
+        if work.external_id:
+            try:
+                await provider.update(entidade, work.external_id, prepared.payload)
+                return Outcome.ok(work.external_id, digest, "atualizado")
+            except CrmError as exc:
+                if exc.kind is not ErrorKind.NOT_FOUND:
+                    raise
+            new_id = await provider.create(entidade, prepared.payload)
+            return Outcome.ok(
+                new_id, digest, f"recriado (o registro {work.external_id} sumiu do CRM)"
+            )
+        # Unknown to us: the CRM may still have it (created by hand, or by an attempt that died
+        # before storing the id). Look it up by its natural key before creating a second one.
+        if prepared.natural_key:
+            found = await provider.find(entidade, prepared.natural_key)
+            if found:
+                await provider.update(entidade, found, prepared.payload)
+                return Outcome.ok(found, digest, "vinculado a registro existente e atualizado")
+        new_id = await provider.create(entidade, prepared.payload)
+        return Outcome.ok(new_id, digest, "criado")
+
+    async def _delete(self, work: Work) -> Outcome:
+        if not work.external_id:
+            return Outcome.removed_ok("não existe no CRM; nada a remover")
+        try:
+            await work.account.provider.delete(work.item.entidade, work.external_id)
+        except CrmError as exc:
+            if exc.kind is not ErrorKind.NOT_FOUND:
+                raise
+            return Outcome.removed_ok("já não existia no CRM")
+        return Outcome.removed_ok("removido")
+
+    async def _resolve(
+        self, conta: str, needs: tuple[tuple[str, int], ...]
+    ) -> dict[tuple[str, int], str]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                queries["map_resolve"], conta, [n[0] for n in needs], [n[1] for n in needs]
+            )
+        return {(r["entidade"], r["entidade_id"]): r["external_id"] for r in rows}
+
+    async def _wait_for(self, work: Work, missing: list[tuple[str, int]]) -> Outcome:
+        """Put the records this one needs ahead in the queue and try it again shortly, without
+        spending its attempts; a bounded number of times, so a broken dependency cannot hold it
+        forever."""
+        item, sync = work.item, self.settings.sync
+        names = ", ".join(f"{e} {i}" for e, i in missing)
+        if item.adiamentos >= sync.max_dependency_waits:
+            return Outcome.error(
+                f"dependências não sincronizadas após {item.adiamentos} esperas: {names}",
+                retryable=False,
+            )
+        async with self.pool.acquire() as conn, conn.transaction():
+            await queue.enqueue_many(
+                conn,
+                [NewItem(item.loja_id, e, i, prioridade=item.prioridade + 1) for e, i in missing],
+            )
+            await queue.defer(conn, item, sync.dependency_wait_seconds, f"aguardando {names}")
+        self.stats.released += 1
+        log.info(
+            "waiting_for_dependencies",
+            queue_id=item.id,
+            entidade=item.entidade,
+            entidade_id=item.entidade_id,
+            missing=names,
+        )
+        return Outcome.given_back()
+
+    async def _on_error(self, work: Work, exc: CrmError) -> Outcome:
+        account, sync = work.account, self.settings.sync
+        if exc.kind is ErrorKind.RATE_LIMITED:
+            seconds = account.pause(
+                1.0, sync.max_pause_seconds, f"429: {exc.message}", exact=exc.retry_after
+            )
+            await self._release(work, seconds, f"limite do CRM (429): {exc.message}")
+            return Outcome.given_back()
+        if exc.kind is ErrorKind.AUTH:
+            seconds = account.pause(
+                sync.auth_pause_seconds,
+                sync.max_pause_seconds,
+                f"autenticação recusada ({exc.http_status}): {exc.message}",
+            )
+            await self._release(work, seconds, f"autenticação recusada: {exc.message}")
+            return Outcome.given_back()
+        if exc.kind is ErrorKind.RETRYABLE:
+            account.consecutive_failures += 1
+            if account.consecutive_failures >= sync.breaker_threshold:
+                account.consecutive_failures = 0
+                account.pause(
+                    sync.failure_pause_seconds,
+                    sync.max_pause_seconds,
+                    f"{sync.breaker_threshold} falhas seguidas: {exc.message}",
+                )
+            return Outcome.error(exc.message, retryable=True, http_status=exc.http_status)
+        account.answered()
+        return Outcome.error(exc.message, retryable=False, http_status=exc.http_status)
+
+    async def _release(self, work: Work, delay: float, reason: str) -> None:
+        async with self.pool.acquire() as conn:
+            await queue.release(conn, work.item, delay, reason)
+        self.stats.released += 1
+
+    async def _record(self, work: Work, outcome: Outcome) -> None:
+        item = work.item
+        if outcome.success:
+            work.account.answered()
+        async with self.pool.acquire() as conn:
+            settled = await record(
+                conn,
+                item,
+                work.account.name,
+                outcome,
+                RetryPolicy.from_settings(self.settings.queue),
+            )
+        if settled == "stale":
+            log.warning(
+                "lease_lost", queue_id=item.id, entidade=item.entidade, entidade_id=item.entidade_id
+            )
+        elif settled == "done":
+            self.stats.succeeded += 1
+            self.stats.by_entity[item.entidade] += 1
+        elif settled == "retry":
+            self.stats.retried += 1
+        else:
+            self.stats.failed += 1
+        event = "synced" if outcome.success else "sync_failed"
+        (log.info if outcome.success else log.warning)(
+            event,
+            queue_id=item.id,
+            loja_id=item.loja_id,
+            entidade=item.entidade,
+            entidade_id=item.entidade_id,
+            acao=item.acao,
+            tentativa=item.tentativas,
+            external_id=outcome.external_id,
+            http_status=outcome.http_status,
+            duration_ms=outcome.duration_ms,
+            requests=outcome.requests,
+            result=settled,
+            mensagem=outcome.message,
+        )
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON columns come back as text from asyncpg; a source query's `itens` is one."""
+    for key, value in row.items():
+        if isinstance(value, str) and key == "itens":
+            row[key] = json.loads(value)
+    return row

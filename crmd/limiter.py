@@ -1,0 +1,284 @@
+"""Client-side rate limiting for one CRM account: an exact sliding-window log.
+
+Why not a token or leaky bucket (aiolimiter): a bucket that starts empty lets a full burst through
+and keeps refilling behind it, so `AsyncLimiter(100, 60)` passes about 199 requests in the first
+minute and a CRM that counts 100 per minute answers 429 to half of them. The CRM counts requests in
+windows, so we count the same way: we keep the time of every grant inside the longest window and
+grant at time t only if, for every limit (requests, per_seconds), fewer than `requests` grants lie
+in (t - per_seconds - margin, t]. The next possible grant is then known exactly (the
+`requests`-th most recent grant + per_seconds + margin), so the waiter at the head of the queue
+sleeps exactly that long; the others wait their turn without timers (FIFO, no thundering herd).
+
+Clocks: windows are measured on a monotonic clock (`time.monotonic`), so a step of the wall clock
+cannot open a window early. Only `preload` (send times read back from the database after a
+restart, in epoch seconds) and `paused_until` (for display) convert between the wall clock and the
+monotonic one, at the moment they are called. Both clocks are injectable so the window logic can be
+tested without sleeping (`delay`, `try_acquire`); `acquire` sleeps for real on the running loop.
+
+Memory: one float per grant inside the longest configured window; with the default daily limit of
+30,000 that is up to 30,000 floats (about 1 MB) per account. History older than the longest window
+is dropped, so a reload that adds a longer window knows only the grants of the old longest window.
+
+Not thread-safe: call everything from the event loop's thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+
+from crmd.config import RateLimit
+
+LimitSpec = RateLimit | tuple[int, float]
+
+
+class RateLimiter:
+    """Stacked sliding-window limits of one CRM account, shared by all its senders."""
+
+    def __init__(
+        self,
+        limits: Iterable[LimitSpec],
+        *,
+        margin: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._limits = _normalise(limits)
+        self._margin = _check_margin(margin)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._history: deque[float] = deque()  # grant times on `clock`, oldest first
+        self._lock = asyncio.Lock()  # FIFO; its holder is the one waiter that sleeps on a timer
+        self._wakeup: asyncio.Future[None] | None = None  # the head's timer, resolved early
+        self._paused_until = -math.inf
+        self._pause_reason: str | None = None
+        self._waiting = 0
+        self._grants_total = 0
+        self._wait_seconds_total = 0.0
+
+    def __repr__(self) -> str:
+        limits = ", ".join(f"{lim.requests}/{lim.per_seconds:g}s" for lim in self._limits)
+        return f"<RateLimiter {limits} margin={self._margin:g}s waiting={self._waiting}>"
+
+    # -- granting ---------------------------------------------------------------------------------
+
+    async def acquire(self) -> float:
+        """Wait for a slot in every window and take it; returns the seconds waited.
+
+        Cancelling a waiter takes nothing: the slot is recorded only at the moment it is granted,
+        and the queue moves on to the next waiter.
+        """
+        start = self._clock()
+        self._waiting += 1
+        try:
+            async with self._lock:
+                while True:
+                    now = self._clock()
+                    delay = self._delay_at(now)
+                    if delay <= 0:
+                        break
+                    await self._sleep(delay)
+                self._grant(now)
+        finally:
+            self._waiting -= 1
+        waited = max(0.0, now - start)
+        self._wait_seconds_total += waited
+        return waited
+
+    def try_acquire(self) -> bool:
+        """Take a slot only if one is free now and nobody is queued ahead (never waits)."""
+        if self._waiting:
+            return False
+        now = self._clock()
+        if self._delay_at(now) > 0:
+            return False
+        self._grant(now)
+        return True
+
+    def delay(self) -> float:
+        """Seconds until a slot is free in every window and any pause has ended (0.0: now).
+
+        Queued waiters are not counted: this is when the head of the queue will be served.
+        """
+        return self._delay_at(self._clock())
+
+    def _delay_at(self, now: float) -> float:
+        ready = self._paused_until
+        history = self._history
+        for limit in self._limits:
+            if len(history) >= limit.requests:
+                # The `requests`-th most recent grant must have left the window.
+                opens = history[-limit.requests] + limit.per_seconds + self._margin
+                ready = max(ready, opens)
+        return max(0.0, ready - now)
+
+    def _grant(self, now: float) -> None:
+        # Never record a grant before an earlier one, even if an injected clock steps back.
+        stamp = max(now, self._history[-1]) if self._history else now
+        self._history.append(stamp)
+        self._grants_total += 1
+        horizon = now - self._longest_window()
+        while self._history[0] <= horizon:
+            self._history.popleft()
+
+    async def _sleep(self, delay: float) -> None:
+        """Sleep until the next slot, or until `_wake` says the rules changed."""
+        loop = asyncio.get_running_loop()
+        wakeup: asyncio.Future[None] = loop.create_future()
+        self._wakeup = wakeup
+        timer = loop.call_later(delay, _resolve, wakeup)
+        try:
+            await wakeup
+        finally:
+            timer.cancel()
+            self._wakeup = None
+
+    def _wake(self) -> None:
+        """Make the head waiter look again (limits changed, pause ended, history loaded)."""
+        if self._wakeup is not None:
+            _resolve(self._wakeup)
+
+    def _longest_window(self) -> float:
+        return max(limit.per_seconds for limit in self._limits) + self._margin
+
+    # -- restart, pause, reload -------------------------------------------------------------------
+
+    def preload(self, timestamps: Iterable[float]) -> None:
+        """Seed the windows with earlier send times (epoch seconds), e.g. after a restart.
+
+        Without this a restarted daemon would believe the day's budget untouched. Times older than
+        the longest window are dropped; times in the future (another host's clock) count as now.
+        """
+        now = self._clock()
+        offset = now - self._wall_clock()
+        horizon = now - self._longest_window()
+        loaded = (min(float(ts) + offset, now) for ts in timestamps)
+        self._history = deque(sorted([*self._history, *(t for t in loaded if t > horizon)]))
+        self._wake()
+
+    def pause(self, seconds: float, reason: str) -> None:
+        """Hold every acquire for `seconds` (the CRM said 429: the whole account is over budget).
+
+        A pause that ends later extends the current one; one that ends sooner changes nothing.
+        """
+        until = self._clock() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self._pause_reason = reason
+
+    def resume(self) -> None:
+        """End a pause now."""
+        self._paused_until = -math.inf
+        self._pause_reason = None
+        self._wake()
+
+    def reconfigure(self, limits: Iterable[LimitSpec], *, margin: float | None = None) -> None:
+        """Swap the limits (config reload), keeping the grant history so no window is exceeded.
+
+        Waiters are woken so the new limits apply at once. Invalid limits raise ValueError and
+        leave the old ones in place.
+        """
+        new_limits = _normalise(limits)
+        new_margin = self._margin if margin is None else _check_margin(margin)
+        self._limits, self._margin = new_limits, new_margin
+        self._wake()
+
+    # -- introspection ----------------------------------------------------------------------------
+
+    @property
+    def limits(self) -> tuple[RateLimit, ...]:
+        return self._limits
+
+    @property
+    def margin(self) -> float:
+        return self._margin
+
+    @property
+    def paused_until(self) -> float | None:
+        """When the current pause ends, in epoch seconds; None when not paused."""
+        now = self._clock()
+        if self._paused_until <= now:
+            return None
+        return self._paused_until - now + self._wall_clock()
+
+    @property
+    def pause_reason(self) -> str | None:
+        """Why the account is paused (e.g. the CRM's 429 message); None when not paused."""
+        return self._pause_reason if self._paused_until > self._clock() else None
+
+    @property
+    def waiting(self) -> int:
+        """Tasks inside `acquire` right now (queued or about to be granted)."""
+        return self._waiting
+
+    @property
+    def grants_total(self) -> int:
+        """Slots granted since start (preloaded history not included)."""
+        return self._grants_total
+
+    @property
+    def wait_seconds_total(self) -> float:
+        """Seconds spent waiting in `acquire`, summed over all granted calls."""
+        return self._wait_seconds_total
+
+    def used(self, per_seconds: float) -> int:
+        """Grants in the window (now - per_seconds, now], preloaded ones included, margin not.
+
+        Only the longest configured window is remembered, so a longer `per_seconds` undercounts.
+        """
+        return len(self._history) - bisect.bisect_right(self._history, self._clock() - per_seconds)
+
+    def recent_grants(self) -> list[float]:
+        """Grant times (on the limiter's clock) inside the longest window, oldest first."""
+        return list(self._history)
+
+
+def max_in_window(times: Sequence[float], seconds: float) -> int:
+    """The most timestamps that any window (t - seconds, t] holds; `times` sorted ascending.
+
+    The same half-open window the limiter enforces, so `max_in_window(grants, per) <= requests`
+    is the property that must hold for every configured limit.
+    """
+    best = 0
+    start = 0
+    for end, t in enumerate(times):
+        if end and t < times[end - 1]:
+            raise ValueError("times must be sorted ascending")
+        while times[start] <= t - seconds:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _normalise(limits: Iterable[LimitSpec]) -> tuple[RateLimit, ...]:
+    result = []
+    for index, limit in enumerate(limits):
+        requests, per_seconds = (
+            (limit.requests, limit.per_seconds) if isinstance(limit, RateLimit) else limit
+        )
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+            raise ValueError(f"limits[{index}]: requests must be a positive integer: {requests!r}")
+        if not (isinstance(per_seconds, int | float) and 0 < per_seconds < math.inf):
+            raise ValueError(f"limits[{index}]: per_seconds must be positive: {per_seconds!r}")
+        if isinstance(limit, RateLimit):
+            result.append(limit)
+        else:
+            result.append(RateLimit(requests=requests, per_seconds=float(per_seconds)))
+    if not result:
+        raise ValueError("limits: at least one rate limit is needed")
+    return tuple(result)
+
+
+def _check_margin(margin: float) -> float:
+    if not 0 <= margin < math.inf:
+        raise ValueError(f"margin must be zero or a positive number of seconds: {margin!r}")
+    return float(margin)

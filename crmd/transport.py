@@ -1,0 +1,120 @@
+"""HTTP to one CRM account: a keep-alive session, its rate limiter, and network errors named.
+
+Every request waits for the account's limiter first, so no caller can bypass the budget. The
+transport knows nothing of the CRM's resources or of the queue: providers build on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from crmd import __version__
+from crmd.config import CrmAccountSettings
+from crmd.limiter import RateLimiter
+from crmd.providers.base import CrmError, ErrorKind
+
+USER_AGENT = f"crmd/{__version__} (+https://github.com/crmd)"
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any  # parsed JSON, or the text when the body was not JSON
+    headers: Mapping[str, str]
+
+
+@dataclass
+class RequestCount:
+    """Requests sent on behalf of one queue item; set per task with `counting()`."""
+
+    sent: int = 0
+    statuses: list[int] = field(default_factory=list)
+
+
+_current: ContextVar[RequestCount | None] = ContextVar("crmd_request_count", default=None)
+
+
+def counting() -> RequestCount:
+    """Count the requests this task sends from now on (each item runs in its own task)."""
+    count = RequestCount()
+    _current.set(count)
+    return count
+
+
+class Transport:
+    def __init__(
+        self,
+        name: str,
+        settings: CrmAccountSettings,
+        limiter: RateLimiter,
+        headers: Mapping[str, str],
+    ) -> None:
+        self.name = name
+        self.base_url = settings.base_url
+        self.limiter = limiter
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.timeout_seconds, connect=settings.connect_timeout_seconds
+        )
+        self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
+        self._concurrency = settings.concurrency
+        self._session: aiohttp.ClientSession | None = None
+        self.requests_sent = 0
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._concurrency * 2, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                headers=self._headers,
+                raise_for_status=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send one request under the account's limits; network failures become CrmError."""
+        session = self._ensure_session()
+        await self.limiter.acquire()
+        self.requests_sent += 1
+        count = _current.get()
+        if count is not None:
+            count.sent += 1
+        url = self.base_url + path
+        try:
+            async with session.request(method, url, json=body, params=params) as resp:
+                text = await resp.text()
+                if count is not None:
+                    count.statuses.append(resp.status)
+                return Response(resp.status, _parse(text), resp.headers)
+        except TimeoutError:
+            raise CrmError(
+                ErrorKind.RETRYABLE, f"{method} {path}: no answer within {self._timeout.total} s"
+            ) from None
+        except aiohttp.ClientError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise CrmError(ErrorKind.RETRYABLE, f"{method} {path}: {reason}") from None
+
+
+def _parse(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
