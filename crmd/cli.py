@@ -136,6 +136,9 @@ def cmd_dev_seed(args: argparse.Namespace) -> int:
                 vendas=args.vendas,
                 seed=args.seed,
             )
+        except ValueError as exc:
+            print(f"crmd dev seed: {exc}", file=sys.stderr)
+            return EX_USAGE
         finally:
             await conn.close()
         print(", ".join(f"{n} {what}" for what, n in counts.items()) + " inserted")
@@ -234,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     devcrm_cli.add_arguments(p)
     p.set_defaults(handler=cmd_dev_crm)
+
+    from crmd import opscli
+
+    opscli.register(sub)
     return parser
 
 

@@ -238,6 +238,7 @@ class AdminSettings(_Section):
 class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json", "journal"] = "auto"
+    summary_interval_seconds: float = Field(60.0, gt=0)
 
 
 class Settings(BaseSettings):

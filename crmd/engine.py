@@ -11,6 +11,7 @@ timers or systemd: `run()` takes a stop event and a wake event from whoever driv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -76,88 +77,137 @@ class Engine:
         self.accounts = accounts
         self.stats = Stats()
         self._buffer: asyncio.PriorityQueue[tuple[int, int, Work]] = asyncio.PriorityQueue()
-        self._in_hand: dict[int, Work] = {}  # claimed and not yet settled, by queue id
+        self._busy: dict[int, Work] = {}  # being sent now, by queue id
+        self._idle = asyncio.Event()  # set whenever nothing is being sent
+        self._idle.set()
+        self._workers: list[asyncio.Task[None]] = []
+        self.heartbeat = time.monotonic()  # the claim loop's last turn, for the watchdog
+        self.db_ok = True  # the last claim reached the database
 
-    def apply(self, settings: Settings) -> None:
-        """New settings take effect for the next claim and the next item (SIGHUP)."""
+    def apply(self, settings: Settings, accounts: dict[str, Account] | None = None) -> None:
+        """New settings (and accounts) take effect for the next claim and item (SIGHUP)."""
         self.settings = settings
+        if accounts is not None:
+            self.accounts = accounts
+        self._resize()
 
     # --- driving ----------------------------------------------------------------------------
 
     async def run_once(self) -> Stats:
         """Process what is due now (and what becomes due while doing so, within a grace period)
         and return when the queue has nothing more for us."""
-        stop = asyncio.Event()
         grace = self.settings.sync.dependency_wait_seconds + 1.0
-        workers = self._start_workers(stop)
+        self._resize()
         try:
             while True:
                 claimed = await self._claim()
-                if claimed:
-                    await self._buffer.join()
-                    continue
                 await self._buffer.join()
+                if claimed:
+                    continue
                 async with self.pool.acquire() as conn:
                     due_in = await queue.next_due_in(conn)
                 if due_in is None or due_in > grace:
                     break
                 await asyncio.sleep(due_in + 0.05)
         finally:
-            stop.set()
-            await self._stop_workers(workers)
+            await self.shutdown(0)
         return self.stats
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
-        """Process until `stop` is set; `wake` (NOTIFY) cuts an idle wait short."""
-        workers = self._start_workers(stop)
-        try:
-            while not stop.is_set():
-                # Cleared before claiming: a NOTIFY that lands after this point cuts the wait.
-                wake.clear()
+        """Process until `stop` is set; `wake` (NOTIFY) cuts an idle wait short. A database
+        that cannot be reached is waited for with growing pauses; it never ends the loop.
+        The caller then calls `shutdown()` to let in-flight calls finish."""
+        self._resize()
+        backoff = 0.5
+        while not stop.is_set():
+            self.heartbeat = time.monotonic()
+            # Cleared before claiming: a NOTIFY that lands after this point cuts the wait.
+            wake.clear()
+            try:
                 low_water = max(self.settings.queue.batch_size // 2, 1)
                 if self._buffer.qsize() < low_water and await self._claim():
+                    self._database_back()
+                    backoff = 0.5
                     continue
                 wait = await self._idle_wait()
-                waiters = [asyncio.ensure_future(e.wait()) for e in (stop, wake)]
-                await asyncio.wait(waiters, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-                for w in waiters:
-                    w.cancel()
-        finally:
-            await self._stop_workers(workers)
+                self._database_back()
+                backoff = 0.5
+            except (
+                OSError,
+                TimeoutError,
+                asyncpg.PostgresConnectionError,
+                asyncpg.InterfaceError,
+                asyncpg.CannotConnectNowError,
+            ) as exc:
+                if self.db_ok:
+                    log.error("database_unreachable", error=str(exc) or type(exc).__name__)
+                self.db_ok = False
+                wait, backoff = backoff, min(backoff * 2, 30.0)
+            await _wait_any((stop, wake), wait)
+
+    def _database_back(self) -> None:
+        if not self.db_ok:
+            log.info("database_reachable")
+        self.db_ok = True
 
     async def _idle_wait(self) -> float:
-        """How long to sleep when nothing was claimed: until the next retry, at most a poll."""
-        poll = self.settings.queue.poll_interval_seconds
+        """How long to sleep when nothing was claimed: until the next retry, at most a poll (and
+        never long, so the watchdog sees the loop turn)."""
+        poll = min(self.settings.queue.poll_interval_seconds, 5.0)
         if self._buffer.qsize():
             return 0.05  # workers are busy; look again soon so they never run dry
         async with self.pool.acquire() as conn:
             due_in = await queue.next_due_in(conn)
         return poll if due_in is None else min(max(due_in, 0.01), poll)
 
-    def _start_workers(self, stop: asyncio.Event) -> list[asyncio.Task[None]]:
-        total = sum(a.settings.concurrency for a in self.accounts.values())
-        return [asyncio.create_task(self._worker(stop)) for _ in range(total)]
+    def _resize(self) -> None:
+        """One worker per unit of concurrency over all accounts (more after a reload)."""
+        self._workers = [w for w in self._workers if not w.done()]
+        wanted = sum(a.settings.concurrency for a in self.accounts.values())
+        for _ in range(wanted - len(self._workers)):
+            self._workers.append(asyncio.create_task(self._worker()))
 
-    async def _stop_workers(self, workers: list[asyncio.Task[None]]) -> None:
-        for w in workers:
-            w.cancel()
-        await asyncio.gather(*workers, return_exceptions=True)
-        await self.release_unsent()
+    @property
+    def in_flight(self) -> int:
+        return len(self._busy)
 
-    async def release_unsent(self) -> int:
-        """Give back, without spending attempts, what was claimed and not sent (shutdown)."""
-        leftover = []
+    async def shutdown(self, grace_seconds: float) -> None:
+        """Stop: give back what is claimed but unsent, let calls in flight finish for up to
+        `grace_seconds`, then interrupt them and give their items back too (another instance
+        may take them at once; the CRM lookup by natural key prevents a duplicate)."""
+        unsent = []
         while not self._buffer.empty():
-            leftover.append(self._buffer.get_nowait()[2])
+            unsent.append(self._buffer.get_nowait()[2])
             self._buffer.task_done()
-        if not leftover:
-            return 0
-        async with self.pool.acquire() as conn:
-            released = await queue.release_all(conn, [w.item for w in leftover])
-        for w in leftover:
-            self._in_hand.pop(w.item.id, None)
-        log.info("released_unsent", count=released)
-        return released
+        await self._give_back(unsent)
+        if self._busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), grace_seconds)
+        interrupted = list(self._busy.values())
+        for w in self._workers:
+            w.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        if interrupted:
+            log.warning("interrupted_in_flight", count=len(interrupted))
+            await self._give_back(interrupted)
+        self._busy.clear()
+
+    async def _give_back(self, works: list[Work]) -> None:
+        if not works:
+            return
+        try:
+            async with self.pool.acquire() as conn:
+                released = await queue.release_all(conn, [w.item for w in works])
+            log.info("released", count=released)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            lease = self.settings.queue.lease_seconds
+            log.error(
+                "release_failed",
+                count=len(works),
+                error=str(exc),
+                note=f"the items become claimable when their lease ends ({lease:g} s)",
+            )
 
     # --- claiming and loading -----------------------------------------------------------------
 
@@ -170,7 +220,6 @@ class Engine:
             works = await self._load(conn, items)
         self.stats.claimed += len(items)
         for w in works:
-            self._in_hand[w.item.id] = w
             self._buffer.put_nowait((-w.item.prioridade, w.item.id, w))
         return len(items)
 
@@ -205,16 +254,20 @@ class Engine:
 
     # --- working ------------------------------------------------------------------------------
 
-    async def _worker(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
+    async def _worker(self) -> None:
+        while True:
             _, _, work = await self._buffer.get()
+            self._busy[work.item.id] = work
+            self._idle.clear()
             try:
                 async with work.account.slots:
                     await self._process(work)
             except Exception:  # a bug must not kill the worker; the lease brings the item back
                 log.exception("worker_error", queue_id=work.item.id)
             finally:
-                self._in_hand.pop(work.item.id, None)
+                self._busy.pop(work.item.id, None)
+                if not self._busy:
+                    self._idle.set()
                 self._buffer.task_done()
 
     async def _process(self, work: Work) -> None:
@@ -325,7 +378,10 @@ class Engine:
                 conn,
                 [NewItem(item.loja_id, e, i, prioridade=item.prioridade + 1) for e, i in missing],
             )
-            await queue.defer(conn, item, sync.dependency_wait_seconds, f"aguardando {names}")
+            # Waits grow (2 s, 4 s, 8 s ... up to 5 min): under a tight rate limit a long
+            # backlog may stand between the venda and its cliente.
+            delay = min(sync.dependency_wait_seconds * 2**item.adiamentos, 300.0)
+            await queue.defer(conn, item, delay, f"aguardando {names}")
         self.stats.released += 1
         log.info(
             "waiting_for_dependencies",
@@ -409,6 +465,15 @@ class Engine:
             result=settled,
             mensagem=outcome.message,
         )
+
+
+async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
 
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:

@@ -97,15 +97,18 @@ async def enqueue_many(conn: asyncpg.Connection, items: Iterable[NewItem]) -> in
     batch = list(items)
     if not batch:
         return 0
-    status = await conn.execute(
-        queries["enqueue_many"],
-        [i.loja_id for i in batch],
-        [i.entidade for i in batch],
-        [i.entidade_id for i in batch],
-        [_priority(i) for i in batch],
-        [i.acao for i in batch],
-    )
-    return int(status.rsplit(" ", 1)[-1])
+    async with conn.transaction():
+        await conn.execute(queries["bulk_mode_on"])
+        rows = await conn.fetch(
+            queries["enqueue_many"],
+            [i.loja_id for i in batch],
+            [i.entidade for i in batch],
+            [i.entidade_id for i in batch],
+            [_priority(i) for i in batch],
+            [i.acao for i in batch],
+        )
+        await conn.execute(queries["bulk_mode_off"])
+    return sum(1 for r in rows if r["novo"])
 
 
 async def claim(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> list[Item]:
@@ -120,12 +123,16 @@ async def _settle(conn: asyncpg.Connection, query: str, *args: object) -> bool:
     return bool(await conn.execute(queries[query], *args) == "UPDATE 1")
 
 
+async def _requeue(conn: asyncpg.Connection, query: str, *args: object) -> bool:
+    return bool(await conn.fetchval(queries[query], *args))
+
+
 async def complete(conn: asyncpg.Connection, item: Item) -> bool:
     return await _settle(conn, "complete", item.id, item.lease_token)
 
 
 async def reschedule(conn: asyncpg.Connection, item: Item, delay: float, error: str) -> bool:
-    return await _settle(conn, "reschedule", item.id, item.lease_token, delay, error)
+    return await _requeue(conn, "reschedule", item.id, item.lease_token, delay, error)
 
 
 async def fail(conn: asyncpg.Connection, item: Item, error: str) -> bool:
@@ -146,12 +153,12 @@ async def release(
     conn: asyncpg.Connection, item: Item, delay: float = 0.0, reason: str | None = None
 ) -> bool:
     """Give the item back without spending its attempt."""
-    return await _settle(conn, "release", item.id, item.lease_token, delay, reason)
+    return await _requeue(conn, "release", item.id, item.lease_token, delay, reason)
 
 
 async def defer(conn: asyncpg.Connection, item: Item, delay: float, reason: str) -> bool:
     """Give the item back to wait for a dependency; counts the wait, not an attempt."""
-    return await _settle(conn, "defer", item.id, item.lease_token, delay, reason)
+    return await _requeue(conn, "defer", item.id, item.lease_token, delay, reason)
 
 
 async def release_all(conn: asyncpg.Connection, items: Sequence[Item]) -> int:

@@ -42,10 +42,6 @@ HOME_CITY_SHARE = 0.80  # most of a loja's clientes live in the loja's own city
 VENDAS_DAYS = 90
 
 
-class SeedTooLarge(Exception):
-    """The server's lock table cannot hold one transaction's worth of newly enqueued records."""
-
-
 # --- CPF and CNPJ -------------------------------------------------------------------------------
 
 
@@ -283,35 +279,24 @@ async def seed(
 ) -> dict[str, int]:
     """Create `lojas` new lojas, each with `clientes`, `produtos` and `vendas` of its own.
 
-    Returns the counts inserted, items included. Raises ValueError for impossible arguments and
-    SeedTooLarge when the server cannot lock every record the queue triggers enqueue.
+    Returns the counts inserted, items included. Raises ValueError for impossible arguments.
     """
     _validate(lojas, clientes, produtos, vendas)
     fake = _Faker(random.Random(seed))
     sizes = {"clientes": clientes, "produtos": produtos, "vendas": vendas}
     counts = {"lojas": lojas, "clientes": 0, "produtos": 0, "vendas": 0, "itens": 0}
-    try:
-        async with conn.transaction():
-            today: date = await conn.fetchval("SELECT current_date")
-            root = fake.cnpj_root()  # one company, its lojas are branches 0001, 0002, ...
-            loja_rows = [
-                (loja_id, _loja_name(i), fake.cnpj(root, i + 1))
-                for i, loja_id in enumerate(await _allocate_ids(conn, "lojas", lojas))
-            ]
-            await conn.copy_records_to_table(
-                "lojas", records=loja_rows, columns=("id", "nome", "cnpj")
-            )
-            for loja_id, _, _ in loja_rows:
-                added = await _seed_loja(conn, fake, loja_id, today, **sizes)
-                for what, n in added.items():
-                    counts[what] += n
-    except asyncpg.OutOfMemoryError as exc:
-        records = lojas * (clientes + produtos + vendas)
-        raise SeedTooLarge(
-            f"the server ran out of lock table memory seeding {records} records in one "
-            "transaction (the queue's coalescing trigger locks each enqueued record until "
-            "commit): seed fewer per run or raise max_locks_per_transaction"
-        ) from exc
+    async with conn.transaction():
+        today: date = await conn.fetchval("SELECT current_date")
+        root = fake.cnpj_root()  # one company, its lojas are branches 0001, 0002, ...
+        loja_rows = [
+            (loja_id, _loja_name(i), fake.cnpj(root, i + 1))
+            for i, loja_id in enumerate(await _allocate_ids(conn, "lojas", lojas))
+        ]
+        await conn.copy_records_to_table("lojas", records=loja_rows, columns=("id", "nome", "cnpj"))
+        for loja_id, _, _ in loja_rows:
+            added = await _seed_loja(conn, fake, loja_id, today, **sizes)
+            for what, n in added.items():
+                counts[what] += n
     return counts
 
 

@@ -7,7 +7,8 @@ transport knows nothing of the CRM's resources or of the queue: providers build 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,22 @@ class Response:
     status: int
     body: Any  # parsed JSON, or the text when the body was not JSON
     headers: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class RequestEvent:
+    """One finished request, for observers such as metrics (status None: no answer)."""
+
+    account: str
+    method: str
+    path: str
+    status: int | None
+    seconds: float
+    waited: float  # time spent waiting for the rate limiter first
+
+
+Observer = Callable[[RequestEvent], None]
+observers: list[Observer] = []  # called for every request of every account
 
 
 @dataclass
@@ -92,15 +109,18 @@ class Transport:
     ) -> Response:
         """Send one request under the account's limits; network failures become CrmError."""
         session = self._ensure_session()
-        await self.limiter.acquire()
+        waited = await self.limiter.acquire()
         self.requests_sent += 1
         count = _current.get()
         if count is not None:
             count.sent += 1
         url = self.base_url + path
+        status: int | None = None
+        start = time.perf_counter()
         try:
             async with session.request(method, url, json=body, params=params) as resp:
                 text = await resp.text()
+                status = resp.status
                 if count is not None:
                     count.statuses.append(resp.status)
                 return Response(resp.status, _parse(text), resp.headers)
@@ -111,6 +131,12 @@ class Transport:
         except aiohttp.ClientError as exc:
             reason = str(exc) or type(exc).__name__
             raise CrmError(ErrorKind.RETRYABLE, f"{method} {path}: {reason}") from None
+        finally:
+            event = RequestEvent(
+                self.name, method, path, status, time.perf_counter() - start, waited
+            )
+            for observe in observers:
+                observe(event)
 
 
 def _parse(text: str) -> Any:

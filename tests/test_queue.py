@@ -326,3 +326,31 @@ async def test_next_due_in_is_none_when_nothing_is_pending(conn: asyncpg.Connect
     assert await queue.next_due_in(conn) is None
     assert await queue.complete(conn, item)
     assert await queue.next_due_in(conn) is None
+
+
+async def test_requeue_merges_into_a_newer_pending_item_of_the_record(
+    conn: asyncpg.Connection,
+) -> None:
+    await queue.enqueue(conn, NewItem(1, "clientes", 7, prioridade=5))
+    [item] = await queue.claim(conn, 1, 60)
+    await queue.enqueue(conn, NewItem(1, "clientes", 7, prioridade=2))  # a newer change
+    assert await queue.reschedule(conn, item, 30, "timeout")
+    [row] = await conn.fetch("SELECT * FROM crm_sync_queue")
+    assert row["id"] != item.id, "the newer item carries the record forward"
+    assert (row["estado"], row["prioridade"]) == ("pendente", 5)
+
+
+async def test_one_transaction_may_enqueue_any_number_of_records(
+    conn: asyncpg.Connection,
+) -> None:
+    """Coalescing takes no lock per record, so a big producer transaction cannot exhaust the
+    server's lock table (max_locks_per_transaction)."""
+    async with conn.transaction():
+        await conn.execute(
+            "SELECT crm_enqueue(1, 'clientes', g) FROM generate_series(1, 30000) g"
+        )
+        await conn.execute(
+            "INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id)"
+            " SELECT 1, 'clientes', g FROM generate_series(1, 30000) g"
+        )
+    assert await conn.fetchval("SELECT count(*) FROM crm_sync_queue") == 30000

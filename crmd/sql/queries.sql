@@ -29,10 +29,28 @@ SELECT pg_advisory_unlock($1::integer, $2::integer);
 -- name: enqueue
 SELECT crm_enqueue($1, $2, $3, $4, $5);
 
+-- name: bulk_mode_on
+-- crmd's own bulk inserts coalesce with ON CONFLICT themselves; the row trigger stands aside.
+SELECT set_config('crmd.inner_insert', 'on', true);
+
+-- name: bulk_mode_off
+SELECT set_config('crmd.inner_insert', 'off', true), pg_notify('crm_sync', '');
+
 -- name: enqueue_many
--- One statement for many items; the table's trigger still coalesces each one.
+-- One statement for many items. Duplicates within the call are folded first (ON CONFLICT may
+-- touch a row only once per statement): highest priority, last action given. Returns one row
+-- per record, `novo` when it made a new item rather than merging into a pending one.
 INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id, prioridade, acao)
-SELECT * FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::smallint[], $5::text[]);
+SELECT loja_id, entidade, entidade_id, max(prioridade),
+       (array_agg(acao ORDER BY ord DESC))[1]
+  FROM unnest($1::integer[], $2::text[], $3::bigint[], $4::smallint[], $5::text[])
+       WITH ORDINALITY AS t (loja_id, entidade, entidade_id, prioridade, acao, ord)
+ GROUP BY loja_id, entidade, entidade_id
+ON CONFLICT (entidade, entidade_id, loja_id) WHERE estado = 'pendente' DO UPDATE
+   SET prioridade = GREATEST(crm_sync_queue.prioridade, EXCLUDED.prioridade),
+       acao = EXCLUDED.acao,
+       atualizado_em = now()
+RETURNING (xmax = 0) AS novo;
 
 -- name: claim
 -- Lease up to $1 due items, highest priority first, then oldest. SKIP LOCKED lets any number of
@@ -74,10 +92,7 @@ UPDATE crm_sync_queue
 
 -- name: reschedule
 -- A failed attempt that will be tried again after $3 seconds.
-UPDATE crm_sync_queue
-   SET estado = 'pendente', lease_token = NULL, lease_ate = NULL, ultimo_erro = $4,
-       proxima_tentativa = now() + make_interval(secs => $3), atualizado_em = now()
- WHERE id = $1 AND lease_token = $2 AND estado = 'processando';
+SELECT crm_sync_requeue($1, $2, $3, $4, false, false);
 
 -- name: fail
 UPDATE crm_sync_queue
@@ -86,22 +101,12 @@ UPDATE crm_sync_queue
  WHERE id = $1 AND lease_token = $2 AND estado = 'processando';
 
 -- name: release
--- Give an item back without spending the attempt its claim counted (shutdown, a paused account,
--- a dependency that must go first).
-UPDATE crm_sync_queue
-   SET estado = 'pendente', lease_token = NULL, lease_ate = NULL,
-       tentativas = GREATEST(tentativas - 1, 0),
-       ultimo_erro = COALESCE($4, ultimo_erro),
-       proxima_tentativa = now() + make_interval(secs => $3), atualizado_em = now()
- WHERE id = $1 AND lease_token = $2 AND estado = 'processando';
+-- Give an item back without spending the attempt its claim counted (shutdown, a paused account).
+SELECT crm_sync_requeue($1, $2, $3, $4, true, false);
 
 -- name: defer
 -- Like release, for an item waiting on a record it depends on; counted, so it cannot wait forever.
-UPDATE crm_sync_queue
-   SET estado = 'pendente', lease_token = NULL, lease_ate = NULL,
-       tentativas = GREATEST(tentativas - 1, 0), adiamentos = adiamentos + 1, ultimo_erro = $4,
-       proxima_tentativa = now() + make_interval(secs => $3), atualizado_em = now()
- WHERE id = $1 AND lease_token = $2 AND estado = 'processando';
+SELECT crm_sync_requeue($1, $2, $3, $4, true, true);
 
 -- name: next_due_in
 -- Seconds until the earliest pending item is due (negative when overdue), NULL when none waits.
@@ -144,3 +149,24 @@ SELECT EXTRACT(EPOCH FROM criado_em)::float8 AS at, requisicoes
   FROM crm_sync_log
  WHERE conta = $1 AND requisicoes > 0 AND criado_em > now() - make_interval(secs => $2)
  ORDER BY criado_em;
+
+-- name: try_advisory_lock
+SELECT pg_try_advisory_lock($1::integer, $2::integer);
+
+-- name: timer_runs
+SELECT nome, ultima_execucao, executado_em, duracao_ms, resultado FROM crm_sync_timer;
+
+-- name: timer_last
+SELECT ultima_execucao FROM crm_sync_timer WHERE nome = $1;
+
+-- name: timer_start
+-- A timer seen for the first time counts from now: nothing before it was missed.
+INSERT INTO crm_sync_timer (nome, ultima_execucao) VALUES ($1, $2) ON CONFLICT (nome) DO NOTHING;
+
+-- name: timer_done
+UPDATE crm_sync_timer
+   SET ultima_execucao = $2, executado_em = now(), duracao_ms = $3, resultado = $4
+ WHERE nome = $1;
+
+-- name: pending_count
+SELECT count(*) FROM crm_sync_queue WHERE estado = 'pendente';

@@ -32,9 +32,12 @@ CREATE TABLE crm_sync_queue (
 -- so a claim costs the same with ten thousand or ten million finished rows in the table.
 CREATE INDEX crm_sync_queue_claim_idx ON crm_sync_queue (prioridade DESC, id)
     WHERE estado IN ('pendente', 'processando');
--- Coalescing looks up the pending item of one record; claiming checks it is not in flight.
-CREATE INDEX crm_sync_queue_open_key_idx ON crm_sync_queue (entidade, entidade_id, loja_id)
-    WHERE estado IN ('pendente', 'processando');
+-- One pending item per record at most: this index is what coalescing rests on (ON CONFLICT).
+CREATE UNIQUE INDEX crm_sync_queue_pending_key ON crm_sync_queue (entidade, entidade_id, loja_id)
+    WHERE estado = 'pendente';
+-- Claiming checks that a record is not already in flight elsewhere.
+CREATE INDEX crm_sync_queue_inflight_key_idx ON crm_sync_queue (entidade, entidade_id, loja_id)
+    WHERE estado = 'processando';
 -- When the next retry is due, for a sleeping worker.
 CREATE INDEX crm_sync_queue_due_idx ON crm_sync_queue (proxima_tentativa)
     WHERE estado = 'pendente';
@@ -42,37 +45,32 @@ CREATE INDEX crm_sync_queue_due_idx ON crm_sync_queue (proxima_tentativa)
 CREATE INDEX crm_sync_queue_done_idx ON crm_sync_queue (processado_em)
     WHERE estado IN ('concluido', 'falhou');
 
--- Coalescing for every producer, also those that INSERT directly as the old PHP hooks did: when
--- the record already has a pending item, raise that item's priority (and take the newest action)
--- instead of adding a second one. An item in flight is not pending, so a change arriving while it
--- is being sent gets a new item: the in-flight payload may already be stale.
+-- Coalescing for every producer, also those that INSERT directly as the old PHP hooks did: the
+-- row is re-inserted with ON CONFLICT against the unique index above, so a record that already
+-- has a pending item keeps that one item, at the higher priority and with the newest action.
+-- Concurrent producers of one record are serialised by the index itself (no lock table use, so
+-- a transaction may enqueue any number of records). An item in flight is not pending, so a
+-- change arriving while it is being sent gets a new item: the in-flight payload may be stale.
+-- The setting crmd.inner_insert marks the re-insert (and crmd's own bulk inserts, which do the
+-- same ON CONFLICT themselves) so the trigger lets it through.
 CREATE FUNCTION crm_sync_queue_coalesce() RETURNS trigger
 LANGUAGE plpgsql AS $$
-DECLARE
-    existing bigint;
 BEGIN
-    IF NEW.estado <> 'pendente' THEN
+    IF NEW.estado <> 'pendente' OR current_setting('crmd.inner_insert', true) = 'on' THEN
         RETURN NEW;
     END IF;
-    -- Serialise producers of the same record until their transaction ends, so two concurrent
-    -- inserts cannot both miss each other's pending row. (Read committed: each statement below
-    -- sees rows committed by whoever held the lock before.)
-    PERFORM pg_advisory_xact_lock(
-        hashtextextended(NEW.entidade || ':' || NEW.loja_id || ':' || NEW.entidade_id, 0));
-    -- The row lock taken by UPDATE waits for a claimer that holds this row; if the claim wins,
-    -- the row is no longer pending and we fall through to inserting a new item.
-    UPDATE crm_sync_queue
-       SET prioridade = GREATEST(prioridade, NEW.prioridade),
-           acao = NEW.acao,
-           atualizado_em = now()
-     WHERE entidade = NEW.entidade AND entidade_id = NEW.entidade_id AND loja_id = NEW.loja_id
-       AND estado = 'pendente'
-    RETURNING id INTO existing;
+    PERFORM set_config('crmd.inner_insert', 'on', true);
+    INSERT INTO crm_sync_queue (id, loja_id, entidade, entidade_id, acao, prioridade,
+                                proxima_tentativa, criado_em)
+    VALUES (NEW.id, NEW.loja_id, NEW.entidade, NEW.entidade_id, NEW.acao, NEW.prioridade,
+            NEW.proxima_tentativa, NEW.criado_em)
+    ON CONFLICT (entidade, entidade_id, loja_id) WHERE estado = 'pendente' DO UPDATE
+       SET prioridade = GREATEST(crm_sync_queue.prioridade, EXCLUDED.prioridade),
+           acao = EXCLUDED.acao,
+           atualizado_em = now();
+    PERFORM set_config('crmd.inner_insert', 'off', true);
     PERFORM pg_notify('crm_sync', '');
-    IF existing IS NOT NULL THEN
-        RETURN NULL;
-    END IF;
-    RETURN NEW;
+    RETURN NULL;  -- the row went in (or was merged) above
 END;
 $$;
 
@@ -88,6 +86,51 @@ LANGUAGE sql AS $$
     INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id, prioridade, acao)
     VALUES (crm_enqueue.loja_id, crm_enqueue.entidade, crm_enqueue.entidade_id,
             crm_enqueue.prioridade, crm_enqueue.acao);
+$$;
+
+-- Put a leased item back to pending (a retry later, a release, a wait for a dependency). When a
+-- newer change of the record is already pending, that item carries the record forward: it takes
+-- the higher priority and this one is dropped (its attempts are in crm_sync_log). Returns false
+-- when the lease token is stale.
+CREATE FUNCTION crm_sync_requeue(
+    p_id bigint, p_token uuid, p_delay float8, p_erro text,
+    p_devolve_tentativa boolean, p_adiamento boolean
+) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    it crm_sync_queue;
+BEGIN
+    SELECT * INTO it FROM crm_sync_queue
+     WHERE id = p_id AND lease_token = p_token AND estado = 'processando'
+       FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN false;
+    END IF;
+    LOOP
+        UPDATE crm_sync_queue
+           SET prioridade = GREATEST(prioridade, it.prioridade), atualizado_em = now()
+         WHERE estado = 'pendente' AND entidade = it.entidade
+           AND entidade_id = it.entidade_id AND loja_id = it.loja_id;
+        IF FOUND THEN
+            DELETE FROM crm_sync_queue WHERE id = p_id;
+            RETURN true;
+        END IF;
+        BEGIN
+            UPDATE crm_sync_queue
+               SET estado = 'pendente', lease_token = NULL, lease_ate = NULL,
+                   tentativas = CASE WHEN p_devolve_tentativa THEN GREATEST(tentativas - 1, 0)
+                                     ELSE tentativas END,
+                   adiamentos = adiamentos + CASE WHEN p_adiamento THEN 1 ELSE 0 END,
+                   ultimo_erro = COALESCE(p_erro, ultimo_erro),
+                   proxima_tentativa = now() + make_interval(secs => p_delay),
+                   atualizado_em = now()
+             WHERE id = p_id;
+            RETURN true;
+        EXCEPTION WHEN unique_violation THEN
+            -- A producer committed a new pending item just now: merge into it (loop once more).
+        END;
+    END LOOP;
+END;
 $$;
 
 -- One row per attempt, successful or not.
