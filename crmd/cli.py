@@ -120,6 +120,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_async(go())
 
 
+def cmd_schedule(args: argparse.Namespace) -> int:
+    from crmd import db
+    from crmd.timers import Timers
+
+    settings = settings_or_exit(args)
+    sched = settings.schedule
+
+    async def nothing(_: object) -> str:
+        return ""
+
+    async def go() -> int:
+        pool = await db.create_pool(settings.database.model_copy(update={"pool_min_size": 1}))
+        try:
+            timers = Timers(pool, sched.timezone)
+            timers.configure(
+                sched.timezone,
+                {"cleanup": (sched.cleanup, nothing), "full_sync": (sched.full_sync, nothing)},
+            )
+            infos = await timers.info()
+        finally:
+            await pool.close()
+        fmt = "%Y-%m-%d %H:%M:%S %Z"
+        print(f"{'timer':<10} {'cron':<14} {'last run':<26} next run ({sched.timezone})")
+        for t in infos:
+            last = t.last_run.astimezone(timers.tz).strftime(fmt) if t.last_run else "never"
+            nxt = t.next_run.astimezone(timers.tz).strftime(fmt)
+            print(f"{t.name:<10} {t.cron:<14} {last:<26} {nxt}")
+        return EX_OK
+
+    return run_async(go())
+
+
 def cmd_dev_seed(args: argparse.Namespace) -> int:
     from crmd import db, seed
 
@@ -201,6 +233,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="process what is due now, print 'processados n/m, erros e, tempo t' and exit",
     )
     p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser(
+        "schedule",
+        help="show each timer's last and next run",
+        description="Show the cleanup and full-sync timers: their cron expression, when they "
+        "last ran (shared by every instance, from the database) and when they run next.",
+    )
+    _config_arg(p)
+    p.set_defaults(handler=cmd_schedule)
 
     dev = sub.add_parser("dev", help="development helpers: sample data, a local CRM server")
     dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND", required=True)

@@ -230,7 +230,7 @@ class _Faker:
         row = (
             produto_id,
             loja_id,
-            f"{index + 1:06d}",
+            f"L{loja_id}-{index + 1:06d}",  # unique across lojas: one CRM account sees all
             f"{kind.nome} {variant} {brand}",
             descricao,
             _money(custo),

@@ -90,11 +90,12 @@ class Timers:
         now = self.clock()
         result = []
         for t in self.timers.values():
-            last = rows[t.name]["ultima_execucao"] if t.name in rows else None
-            upcoming = next_after(t.cron, self.tz, last or now)
-            if upcoming <= now:  # overdue: runs at the next check
-                upcoming = now
-            result.append(TimerInfo(t.name, t.cron, last, upcoming))
+            row = rows.get(t.name)
+            # The schedule counts from the last scheduled time (or from when the timer was first
+            # seen); "last run" is when it really ran, None if never.
+            upcoming = next_after(t.cron, self.tz, row["ultima_execucao"] if row else now)
+            upcoming = max(upcoming, now)  # overdue: runs at the next check
+            result.append(TimerInfo(t.name, t.cron, row["executado_em"] if row else None, upcoming))
         return result
 
     async def run(self, stop: asyncio.Event) -> None:
