@@ -476,3 +476,26 @@ async def test_stacked_limits_hold_in_every_window_and_the_budget_is_used(
     in_first_two_windows = sum(1 for e in entries if e.monotonic < start + 6.0)
     assert in_first_two_windows >= 0.99 * 80
     assert entries[-1].monotonic - start >= 6.0
+
+
+async def test_no_duplicate_venda_after_a_crash_between_create_and_storing_the_id(
+    conn: asyncpg.Connection, crm: DevCrm, settings: Settings
+) -> None:
+    await seed_small(conn)
+    await drain(settings)
+    [venda] = crm.records("vendas")
+    # As if the id had never been stored: the next attempt must find the venda by its codigo.
+    await conn.execute("DELETE FROM crm_sync_map WHERE entidade = 'vendas'")
+    for i in range(30):  # other vendas in the CRM, so the one we want is not on the first page
+        crm.store.create(
+            "vendas",
+            {
+                **{k: venda[k] for k in ("cliente_id", "data", "situacao_id")},
+                "codigo": f"outra-{i}",
+                "produtos": [],
+            },
+        )
+    await conn.execute("UPDATE vendas SET observacoes = 'entregar à tarde' WHERE id = 1")
+    await drain(settings)
+    assert [v["id"] for v in crm.records("vendas") if v.get("codigo") == "1"] == [venda["id"]]
+    assert await mapped(conn, "vendas", 1) == venda["id"]

@@ -87,6 +87,8 @@ class Store:
             matches.append(lambda r: r["ativo"] == filters["situacao"])
         if resource == "produtos" and "codigo" in filters:
             matches.append(lambda r: r["codigo_interno"] == filters["codigo"])
+        if resource == "vendas" and "codigo" in filters:
+            matches.append(lambda r: str(r.get("codigo", "")) == filters["codigo"])
         return [
             copy.deepcopy(r)
             for _, r in sorted(self._records[resource].items())
