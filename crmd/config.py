@@ -157,6 +157,7 @@ class CrmSettings(CrmAccountSettings):
 
 class SyncSettings(_Section):
     skip_unchanged: bool = True
+    lookup_unknown: bool = True
     dependency_wait_seconds: float = Field(2.0, ge=0)
     max_dependency_waits: int = Field(30, ge=1)
     auth_pause_seconds: float = Field(60.0, gt=0)

@@ -44,6 +44,7 @@ class Work:
     row: Row | None
     external_id: str | None
     payload_hash: str | None
+    create_unsure: bool = False  # a previous create's outcome is unknown: look up first
 
 
 @dataclass
@@ -233,7 +234,7 @@ class Engine:
             sql = self.settings.sources.query(entidade) or sources[entidade]
             for r in await conn.fetch(sql, ids):
                 rows[(entidade, int(r["id"]))] = _decode(dict(r))
-        mapped: dict[tuple[str, str, int], tuple[str, str | None]] = {}
+        mapped: dict[tuple[str, str, int], tuple[str | None, str | None]] = {}
         account_of = {i.id: self._account(i.loja_id) for i in items}
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i in items:
@@ -244,9 +245,10 @@ class Engine:
         works = []
         for i in items:
             account = account_of[i.id]
-            ext, digest = mapped.get((account.name, i.entidade, i.entidade_id), (None, None))
+            key = (account.name, i.entidade, i.entidade_id)
+            ext, digest = mapped.get(key, (None, None))
             row = rows.get((i.entidade, i.entidade_id))
-            works.append(Work(i, account, row, ext, digest))
+            works.append(Work(i, account, row, ext, digest, key in mapped and ext is None))
         return works
 
     def _account(self, loja_id: int) -> Account:
@@ -328,19 +330,28 @@ class Engine:
             except CrmError as exc:
                 if exc.kind is not ErrorKind.NOT_FOUND:
                     raise
-            new_id = await provider.create(entidade, prepared.payload)
+            new_id = await self._create(work, prepared)
             return Outcome.ok(
                 new_id, digest, f"recriado (o registro {work.external_id} sumiu do CRM)"
             )
         # Unknown to us: the CRM may still have it (created by hand, or by an attempt that died
         # before storing the id). Look it up by its natural key before creating a second one.
-        if prepared.natural_key:
+        lookup = work.create_unsure or self.settings.sync.lookup_unknown
+        if prepared.natural_key and lookup:
             found = await provider.find(entidade, prepared.natural_key)
             if found:
                 await provider.update(entidade, found, prepared.payload)
                 return Outcome.ok(found, digest, "vinculado a registro existente e atualizado")
-        new_id = await provider.create(entidade, prepared.payload)
+        new_id = await self._create(work, prepared)
         return Outcome.ok(new_id, digest, "criado")
+
+    async def _create(self, work: Work, prepared: Prepared) -> str:
+        item = work.item
+        async with self.pool.acquire() as conn:
+            await conn.execute(
+                queries["map_creating"], work.account.name, item.entidade, item.entidade_id
+            )
+        return await work.account.provider.create(item.entidade, prepared.payload)
 
     async def _delete(self, work: Work) -> Outcome:
         if not work.external_id:

@@ -499,3 +499,26 @@ async def test_no_duplicate_venda_after_a_crash_between_create_and_storing_the_i
     await drain(settings)
     assert [v["id"] for v in crm.records("vendas") if v.get("codigo") == "1"] == [venda["id"]]
     assert await mapped(conn, "vendas", 1) == venda["id"]
+
+
+async def test_without_lookups_a_new_record_costs_one_request_but_an_unsure_create_is_looked_up(
+    conn: asyncpg.Connection, crm: DevCrm, db_dsn: str
+) -> None:
+    settings = make_settings(db_dsn, crm, sync={"lookup_unknown": False})
+    await seed_small(conn)
+    await conn.execute("DELETE FROM crm_sync_queue WHERE entidade <> 'produtos'")
+    # Produto 2's earlier create died after the CRM made the record: the map says "creating".
+    existing = crm.store.create(
+        "produtos", {"nome": "Açúcar 1kg", "codigo_interno": "P-002", "valor_custo": "3.20"}
+    )
+    await conn.execute(
+        "INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id)"
+        " VALUES ('default', 'produtos', 2, NULL)"
+    )
+    before = len(crm.ledger)
+    await drain(settings)
+    assert sorted(requests(crm)[before:]) == sorted(
+        ["POST /produtos", "GET /produtos", f"PUT /produtos/{existing['id']}"]
+    )
+    assert await mapped(conn, "produtos", 2) == existing["id"]
+    assert len(crm.records("produtos")) == 2

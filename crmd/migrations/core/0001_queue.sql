@@ -156,12 +156,14 @@ CREATE TABLE crm_sync_log (
 CREATE INDEX crm_sync_log_criado_em_idx ON crm_sync_log (criado_em);
 CREATE INDEX crm_sync_log_conta_idx ON crm_sync_log (conta, criado_em) WHERE requisicoes > 0;
 
--- Which CRM record an ERP record is, per CRM account, and what was last sent to it.
+-- Which CRM record an ERP record is, per CRM account, and what was last sent to it. A row with
+-- no external_id records a create whose outcome is unknown (written just before the POST): the
+-- next attempt looks the record up by its natural key before creating it again.
 CREATE TABLE crm_sync_map (
     conta           text        NOT NULL,
     entidade        text        NOT NULL,
     entidade_id     bigint      NOT NULL,
-    external_id     text        NOT NULL,
+    external_id     text,
     payload_hash    text,
     sincronizado_em timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (conta, entidade, entidade_id)
