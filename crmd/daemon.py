@@ -244,7 +244,8 @@ class Daemon:
         self.engine.apply(new, accounts)
         self.timers.configure(new.schedule.timezone, self._action_factory(self))
         if self.listener is not None:
-            self.listener.settings = new.database
+            self.listener.retarget(new.database)
+        self.wake.set()  # claim under the new settings (and from a new pool) at once
         # Old sessions close once their calls in flight are done.
         self._background(_close_later(retired, self.settings.sync.shutdown_timeout_seconds))
 

@@ -58,6 +58,7 @@ class Stats:
     released: int = 0
     requests: int = 0
     by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failed_by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     @property
     def settled(self) -> int:
@@ -294,12 +295,12 @@ class Engine:
                 "item_error", queue_id=item.id, entidade=item.entidade, entidade_id=item.entidade_id
             )
             outcome = Outcome.error(f"erro interno: {type(exc).__name__}: {exc}", retryable=True)
+        self.stats.requests += count.sent
         if outcome.deferred is not None:
             return
         outcome.requests = count.sent
         outcome.http_status = count.statuses[-1] if count.statuses else None
         outcome.duration_ms = int((time.perf_counter() - start) * 1000)
-        self.stats.requests += count.sent
         await self._record(work, outcome)
 
     async def _send(self, work: Work) -> Outcome:
@@ -460,6 +461,7 @@ class Engine:
             self.stats.retried += 1
         else:
             self.stats.failed += 1
+            self.stats.failed_by_entity[item.entidade] += 1
         event = "synced" if outcome.success else "sync_failed"
         (log.info if outcome.success else log.warning)(
             event,

@@ -29,6 +29,12 @@ class Listener:
         self._lost = asyncio.Event()
         self._conn: asyncpg.Connection | None = None
 
+    def retarget(self, settings: DatabaseSettings) -> None:
+        """Listen on another database (a reload changed [database]): reconnect now."""
+        if settings != self.settings:
+            self.settings = settings
+            self._lost.set()
+
     def _on_notify(self, *_: Any) -> None:
         self.wake.set()
 

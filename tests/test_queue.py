@@ -346,9 +346,7 @@ async def test_one_transaction_may_enqueue_any_number_of_records(
     """Coalescing takes no lock per record, so a big producer transaction cannot exhaust the
     server's lock table (max_locks_per_transaction)."""
     async with conn.transaction():
-        await conn.execute(
-            "SELECT crm_enqueue(1, 'clientes', g) FROM generate_series(1, 30000) g"
-        )
+        await conn.execute("SELECT crm_enqueue(1, 'clientes', g) FROM generate_series(1, 30000) g")
         await conn.execute(
             "INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id)"
             " SELECT 1, 'clientes', g FROM generate_series(1, 30000) g"

@@ -1,6 +1,10 @@
 -- The operator surface's queries (crmd/ops.py): enqueue in bulk, status, failed items, retry and
 -- cleanup. Loaded once by crmd/sql.py. Parameters are always bound ($1, $2, ...).
 
+-- name: ping
+-- /readyz: the database answers.
+SELECT 1;
+
 -- name: lojas_existing
 SELECT id FROM lojas WHERE id = ANY($1::integer[]) ORDER BY id;
 
@@ -49,30 +53,41 @@ SELECT loja_id, 'atividades'::text AS entidade, id AS entidade_id
  LIMIT $2
 
 -- name: enqueue_selected
--- The one bulk path into the queue: the records a source_* query above selects (spliced in for
--- /*source*/ by crmd/ops.py; only those constant queries, never input) go in at priority $5.
--- Every row passes the queue's coalescing trigger, so a record already pending keeps one item
--- (at the higher priority) and is not counted as created. Returns, per loja, the records found,
--- the items created and the last id seen (where the next chunk starts).
+-- The one bulk path into the queue: the records a source_* query above selects go in at priority
+-- $5. crmd/ops.py splices the source query into the marked spot (only those constant queries,
+-- never input) and runs this in bulk mode (the row trigger stands aside): ON CONFLICT on the
+-- unique index of pending items coalesces instead, so a record already waiting keeps its one
+-- item, at the higher priority; one that would not change is left unwritten (a second full sync
+-- of a waiting queue costs reads, not a million row versions). Returns, per loja, the records
+-- found, the items created (xmax is 0 only on a freshly inserted row) and the last id seen
+-- (where the next chunk starts).
 WITH src AS MATERIALIZED (
     /*source*/
 ), ins AS (
     INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id, prioridade, acao)
     SELECT loja_id, entidade, entidade_id, $5::smallint, 'upsert' FROM src
-    RETURNING loja_id
+    ON CONFLICT (entidade, entidade_id, loja_id) WHERE estado = 'pendente' DO UPDATE
+       SET prioridade = GREATEST(crm_sync_queue.prioridade, EXCLUDED.prioridade),
+           acao = EXCLUDED.acao,
+           atualizado_em = now()
+     WHERE crm_sync_queue.prioridade < EXCLUDED.prioridade
+        OR crm_sync_queue.acao <> EXCLUDED.acao
+    RETURNING loja_id, (xmax = 0) AS novo
 ), created AS (
-    SELECT loja_id, count(*) AS n FROM ins GROUP BY loja_id
+    SELECT loja_id, count(*) FILTER (WHERE novo) AS n FROM ins GROUP BY loja_id
 )
 SELECT s.loja_id, count(*) AS found, coalesce(max(c.n), 0) AS created,
        max(s.entidade_id) AS last_id
-  FROM src s LEFT JOIN created c USING (loja_id)
+  FROM src s
+  LEFT JOIN created c USING (loja_id)
  GROUP BY s.loja_id;
 
 -- name: queue_depth
 -- Open and failed items per state and entity, with the oldest creation time: an index-only scan
 -- of crm_sync_queue_ops_idx (0002_ops.sql). Done items are not counted; they are most of the
 -- table and nobody needs their number in a hurry.
-SELECT estado, entidade, count(*) AS n, min(criado_em) AS oldest
+SELECT estado, entidade, count(*) AS n, min(criado_em) AS oldest,
+       EXTRACT(EPOCH FROM now() - min(criado_em))::float8 AS oldest_age
   FROM crm_sync_queue
  WHERE estado IN ('pendente', 'processando', 'falhou')
  GROUP BY estado, entidade;

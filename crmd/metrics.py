@@ -1,0 +1,268 @@
+"""Prometheus metrics for `/metrics`, in a registry of their own (tests can build several).
+
+Three kinds of source, each read the cheapest way:
+- every CRM request, as it finishes (an observer in `crmd.transport.observers`);
+- the daemon's memory at scrape time (engine counters, account budgets and pauses, reloads);
+- the database at scrape time (`refresh`): queue depth from a small partial index, timer runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+import asyncpg
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from crmd import transport
+from crmd.accounts import Account
+from crmd.config import ENTITIES
+from crmd.engine import Stats
+from crmd.sql import load, queries
+from crmd.timers import TimerInfo
+from crmd.transport import RequestEvent
+
+ops_sql = load("ops.sql")
+STATES = ("pendente", "processando", "falhou")
+REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+WAIT_BUCKETS = (0.0, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0)
+
+
+class Reloads(Protocol):
+    count: int
+    last_ok: bool | None
+    last_at: float | None
+
+
+class Source(Protocol):
+    """What the metrics read from the running daemon (AdminContext provides it)."""
+
+    @property
+    def accounts(self) -> Callable[[], Mapping[str, Account]]: ...
+    @property
+    def stats(self) -> Callable[[], Stats | None]: ...
+    @property
+    def ready(self) -> Callable[[], bool]: ...
+    @property
+    def reloads(self) -> Reloads: ...
+    @property
+    def timers(self) -> Callable[[], Awaitable[list[TimerInfo]]]: ...
+
+
+def status_class(status: int | None) -> str:
+    return "error" if status is None else f"{status // 100}xx"
+
+
+def entity_of(path: str) -> str:
+    """`/clientes/9` or `/api/vendas?pagina=2` -> the resource; anything else -> "other"."""
+    parts = [p for p in path.split("?", 1)[0].split("/") if p]
+    if parts and parts[0] == "api":
+        parts = parts[1:]
+    return parts[0] if parts and parts[0] in ENTITIES else "other"
+
+
+class Metrics:
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "crmd_crm_requests",
+            "CRM requests, by account, entity, method and status class (error: no answer)",
+            ["account", "entidade", "method", "status_class"],
+            registry=r,
+        )
+        self.duration = Histogram(
+            "crmd_crm_request_duration_seconds",
+            "CRM request duration (after the rate limiter let it go)",
+            ["account", "method"],
+            buckets=REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "crmd_crm_rate_limited", "HTTP 429 answers from the CRM", ["account"], registry=r
+        )
+        self.waits = Histogram(
+            "crmd_rate_limit_wait_seconds",
+            "Time each request waited for the account's rate limiter",
+            ["account"],
+            buckets=WAIT_BUCKETS,
+            registry=r,
+        )
+        self.depth = Gauge(
+            "crmd_queue_depth",
+            "Queue items by entity and state (done items are not counted)",
+            ["entidade", "estado"],
+            registry=r,
+        )
+        self.oldest = Gauge(
+            "crmd_queue_oldest_pending_age_seconds",
+            "Age of the oldest pending item (0 when none waits)",
+            registry=r,
+        )
+        self.database_up = Gauge(
+            "crmd_database_up", "Whether the last scrape could read the database", registry=r
+        )
+        self.timer_last_run = Gauge(
+            "crmd_timer_last_run_timestamp_seconds",
+            "When each timer last ran",
+            ["timer"],
+            registry=r,
+        )
+        self.timer_last_ok = Gauge(
+            "crmd_timer_last_success_timestamp_seconds",
+            "When each timer last ran without error (as far as this process has seen)",
+            ["timer"],
+            registry=r,
+        )
+        self.timer_next = Gauge(
+            "crmd_timer_next_run_timestamp_seconds",
+            "When each timer runs next",
+            ["timer"],
+            registry=r,
+        )
+        r.register(_LiveCollector(source))
+        self._installed = False
+
+    # --- sources ----------------------------------------------------------------------------
+
+    def observe(self, event: RequestEvent) -> None:
+        """Called by the transport after every CRM request."""
+        self.requests.labels(
+            event.account, entity_of(event.path), event.method, status_class(event.status)
+        ).inc()
+        self.duration.labels(event.account, event.method).observe(event.seconds)
+        self.waits.labels(event.account).observe(event.waited)
+        if event.status == 429:
+            self.rate_limited.labels(event.account).inc()
+
+    def install(self) -> None:
+        if not self._installed:
+            transport.observers.append(self.observe)
+            self._installed = True
+
+    def uninstall(self) -> None:
+        if self._installed:
+            transport.observers.remove(self.observe)
+            self._installed = False
+
+    async def refresh(self, pool: asyncpg.Pool) -> None:
+        """Read what lives in the database; on failure report the database down, keep the rest."""
+        try:
+            async with pool.acquire(timeout=2) as conn:
+                depth = await conn.fetch(ops_sql["queue_depth"], timeout=2)
+                runs = await conn.fetch(queries["timer_runs"], timeout=2)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self.database_up.set(0)
+            return
+        self.database_up.set(1)
+        self._set_depth(depth)
+        self._set_runs(runs)
+        try:
+            infos = await self.source.timers()
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            return
+        for info in infos:
+            self.timer_next.labels(info.name).set(info.next_run.timestamp())
+
+    def _set_depth(self, rows: Sequence[asyncpg.Record]) -> None:
+        counts = {(e, s): 0 for e in ENTITIES for s in STATES}
+        oldest_age = 0.0
+        for row in rows:
+            counts[(row["entidade"], row["estado"])] = row["n"]
+            if row["estado"] == "pendente":
+                oldest_age = max(oldest_age, row["oldest_age"])
+        for (entidade, estado), n in counts.items():
+            self.depth.labels(entidade, estado).set(n)
+        self.oldest.set(oldest_age)
+
+    def _set_runs(self, rows: Iterable[asyncpg.Record]) -> None:
+        for row in rows:
+            ran: datetime | None = row["executado_em"]
+            if ran is None:
+                continue
+            self.timer_last_run.labels(row["nome"]).set(ran.timestamp())
+            if not str(row["resultado"] or "").startswith("erro"):
+                self.timer_last_ok.labels(row["nome"]).set(ran.timestamp())
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class _LiveCollector:
+    """Metrics read from the daemon's memory at each scrape (no bookkeeping in between)."""
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+
+    def collect(self) -> Iterable[Metric]:
+        yield from self._stats()
+        yield from self._accounts()
+        yield from self._reloads()
+
+    def _stats(self) -> Iterable[Metric]:
+        stats = self.source.stats()
+        done = CounterMetricFamily(
+            "crmd_items_done", "Items sent successfully since start", labels=["entidade"]
+        )
+        failed = CounterMetricFamily(
+            "crmd_items_failed", "Items that failed for good since start", labels=["entidade"]
+        )
+        retried = CounterMetricFamily("crmd_items_retried", "Failed attempts to be tried again")
+        released = CounterMetricFamily(
+            "crmd_items_released", "Items given back unsent (pause, dependency, shutdown)"
+        )
+        if stats is not None:
+            for entidade in ENTITIES:
+                done.add_metric([entidade], stats.by_entity.get(entidade, 0))
+                failed.add_metric([entidade], stats.failed_by_entity.get(entidade, 0))
+            retried.add_metric([], stats.retried)
+            released.add_metric([], stats.released)
+        ready = GaugeMetricFamily("crmd_ready", "Database reachable and not shutting down")
+        ready.add_metric([], 1 if self.source.ready() else 0)
+        return [done, failed, retried, released, ready]
+
+    def _accounts(self) -> Iterable[Metric]:
+        labels = ["account", "window_seconds"]
+        used = GaugeMetricFamily(
+            "crmd_rate_limit_used", "Requests granted in each limit's window", labels=labels
+        )
+        limit = GaugeMetricFamily(
+            "crmd_rate_limit_limit", "Requests allowed in each limit's window", labels=labels
+        )
+        paused = GaugeMetricFamily(
+            "crmd_account_paused",
+            "1 while the account is paused (429, auth, failures)",
+            labels=["account"],
+        )
+        remaining = GaugeMetricFamily(
+            "crmd_account_pause_remaining_seconds",
+            "Seconds until the pause ends",
+            labels=["account"],
+        )
+        for name, account in sorted(self.source.accounts().items()):
+            limiter = account.limiter
+            for lim in limiter.limits:
+                window = f"{lim.per_seconds:g}"
+                used.add_metric([name, window], limiter.used(lim.per_seconds))
+                limit.add_metric([name, window], lim.requests)
+            left = account.paused_for()
+            paused.add_metric([name], 1 if left > 0 else 0)
+            remaining.add_metric([name], left)
+        return [used, limit, paused, remaining]
+
+    def _reloads(self) -> Iterable[Metric]:
+        info = self.source.reloads
+        count = CounterMetricFamily("crmd_config_reloads", "Configuration reloads (SIGHUP)")
+        count.add_metric([], info.count)
+        ok = GaugeMetricFamily(
+            "crmd_config_last_reload_success", "1 if the last reload applied (also before any)"
+        )
+        ok.add_metric([], 0 if info.last_ok is False else 1)
+        at = GaugeMetricFamily(
+            "crmd_config_last_reload_timestamp_seconds", "When the last reload was attempted"
+        )
+        at.add_metric([], info.last_at or 0)
+        return [count, ok, at]
