@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+CODE := crmd tests $(wildcard bench)
 
 .PHONY: test lint fmt run bench clean browser
 
@@ -25,13 +26,13 @@ browser:
 	  echo "chromium not installed: the dashboard browser test will skip"
 
 lint: $(STAMP)
-	$(BIN)/ruff check crmd tests bench
-	$(BIN)/ruff format --check crmd tests bench
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy --strict crmd
 
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix crmd tests bench
-	$(BIN)/ruff format crmd tests bench
+	$(BIN)/ruff check --fix $(CODE)
+	$(BIN)/ruff format $(CODE)
 
 run: $(STAMP)
 	$(BIN)/python -m crmd.devrun

@@ -34,7 +34,7 @@ from crmd.accounts import Account
 from crmd.config import Settings
 from crmd.engine import Stats
 from crmd.metrics import Metrics, Reloads
-from crmd.timers import TimerInfo
+from crmd.timers import TimerInfo, for_display
 from crmd.web import asset, render_page
 
 if TYPE_CHECKING:
@@ -381,7 +381,6 @@ async def _serve_standalone(config: str | None) -> int:
     from crmd.cli import EX_CONFIG, print_config_error
     from crmd.config import ConfigError, load_settings
     from crmd.daemon import ReloadInfo
-    from crmd.timers import Timers
 
     try:
         settings, _ = load_settings(config)
@@ -390,15 +389,7 @@ async def _serve_standalone(config: str | None) -> int:
         return EX_CONFIG
     pool = await db.create_pool(settings.database)
     accounts = build_accounts(settings)
-    timers = Timers(pool, settings.schedule.timezone)
-
-    async def idle(_: asyncpg.Connection) -> str:
-        return ""
-
-    sched = settings.schedule
-    timers.configure(
-        sched.timezone, {"cleanup": (sched.cleanup, idle), "full_sync": (sched.full_sync, idle)}
-    )
+    timers = for_display(pool, settings.schedule)
     ctx = AdminContext(
         pool=lambda: pool,
         settings=lambda: settings,

@@ -121,31 +121,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from crmd import db
-    from crmd.timers import Timers
+    from crmd import db, timers
 
     settings = settings_or_exit(args)
-    sched = settings.schedule
-
-    async def nothing(_: object) -> str:
-        return ""
 
     async def go() -> int:
         pool = await db.create_pool(settings.database.model_copy(update={"pool_min_size": 1}))
         try:
-            timers = Timers(pool, sched.timezone)
-            timers.configure(
-                sched.timezone,
-                {"cleanup": (sched.cleanup, nothing), "full_sync": (sched.full_sync, nothing)},
-            )
-            infos = await timers.info()
+            shown = timers.for_display(pool, settings.schedule)
+            infos = await shown.info()
         finally:
             await pool.close()
         fmt = "%Y-%m-%d %H:%M:%S %Z"
-        print(f"{'timer':<10} {'cron':<14} {'last run':<26} next run ({sched.timezone})")
+        tz = settings.schedule.timezone
+        print(f"{'timer':<10} {'cron':<14} {'last run':<26} next run ({tz})")
         for t in infos:
-            last = t.last_run.astimezone(timers.tz).strftime(fmt) if t.last_run else "never"
-            nxt = t.next_run.astimezone(timers.tz).strftime(fmt)
+            last = t.last_run.astimezone(shown.tz).strftime(fmt) if t.last_run else "never"
+            nxt = t.next_run.astimezone(shown.tz).strftime(fmt)
             print(f"{t.name:<10} {t.cron:<14} {last:<26} {nxt}")
         return EX_OK
 

@@ -369,3 +369,14 @@ async def _delete_batched(conn: asyncpg.Connection, query: str, before: datetime
         total += deleted
         if deleted < size:
             return total
+
+
+def format_age(seconds: float) -> str:
+    """A duration for people: 45 s, 12 min, 3.5 h, 2.0 dias (the status output's language)."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} dias"

@@ -263,7 +263,7 @@ def render_status(report: dict[str, Any], listen: str) -> str:
     age = q["oldest_pending_age_seconds"]
     lines.append(
         "Pendente mais antigo: "
-        + ("nenhum" if age is None else f"há {_duration(age)} ({q['oldest_pending_at']})")
+        + ("nenhum" if age is None else f"há {ops.format_age(age)} ({q['oldest_pending_at']})")
     )
     day, hour = report["last_24h"], report["last_hour"]
     rate = "sem tentativas" if day["success_rate"] is None else f"{day['success_rate']:.1%}"
@@ -300,16 +300,6 @@ def _render_accounts(accounts: list[dict[str, Any]] | None, listen: str) -> list
         )
         lines.append(f"  {a['name']}: {state}; uso {usage}")
     return lines
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} dias"
 
 
 # --- failed, retry, cleanup -----------------------------------------------------------------

@@ -19,6 +19,7 @@ import asyncpg
 import structlog
 from croniter import croniter
 
+from crmd.config import ScheduleSettings
 from crmd.migrate import LOCK_CLASS
 from crmd.sql import queries
 
@@ -64,6 +65,20 @@ def last_due(cron: str, tz: zoneinfo.ZoneInfo, since: datetime, now: datetime) -
 def next_after(cron: str, tz: zoneinfo.ZoneInfo, moment: datetime) -> datetime:
     result: datetime = croniter(cron, moment.astimezone(tz)).get_next(datetime)
     return result
+
+
+async def _no_action(_: asyncpg.Connection) -> str:
+    return ""
+
+
+def for_display(pool: asyncpg.Pool, schedule: ScheduleSettings) -> Timers:
+    """The configured timers, to show their last and next runs (they never run from here)."""
+    timers = Timers(pool, schedule.timezone)
+    timers.configure(
+        schedule.timezone,
+        {"cleanup": (schedule.cleanup, _no_action), "full_sync": (schedule.full_sync, _no_action)},
+    )
+    return timers
 
 
 class Timers:

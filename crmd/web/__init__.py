@@ -13,6 +13,8 @@ from importlib import resources
 from string import Template
 from typing import Any
 
+from crmd.ops import format_age
+
 ENTITY_LABELS = {
     "clientes": "Clientes",
     "produtos": "Produtos",
@@ -62,15 +64,7 @@ def _when(iso: str | None) -> str:
 
 
 def age(seconds: float | None) -> str:
-    if seconds is None:
-        return "nenhum"
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} dias"
+    return "nenhum" if seconds is None else format_age(seconds)
 
 
 def _card(label: str, value: str, field: str, warn: bool = False) -> str:
