@@ -20,7 +20,7 @@ from crmd.config import CrmAccountSettings
 from crmd.limiter import RateLimiter
 from crmd.providers.base import CrmError, ErrorKind
 
-USER_AGENT = f"crmd/{__version__} (+https://github.com/crmd)"
+USER_AGENT = f"crmd/{__version__} (ERP-CRM sync daemon)"
 
 
 @dataclass
