@@ -125,7 +125,8 @@ async def test_produtos_cost_less_than_they_sell_for(conn: asyncpg.Connection) -
         await conn.fetchval("SELECT count(*) FROM produtos WHERE valor_custo >= valor_venda") == 0
     )
     assert await conn.fetchval("SELECT count(*) FROM produtos WHERE valor_custo <= 0") == 0
-    assert await conn.fetchval("SELECT count(DISTINCT codigo_interno) FROM produtos") == 200
+    # Unique across lojas too: every loja's produtos go to the same CRM account.
+    assert await conn.fetchval("SELECT count(DISTINCT codigo_interno) FROM produtos") == 400
 
 
 async def test_vendas_have_one_to_five_items_of_their_own_lojas_produtos(
@@ -194,7 +195,12 @@ async def _snapshot(conn: asyncpg.Connection, loja_ids: list[int]) -> list[Any]:
                 table,
                 loja_ids.index(r["loja_id"]),
                 position.get(("clientes", r.get("cliente_id", 0))),
-                [v for k, v in r.items() if k not in skip],
+                # A produto's code carries its loja's id (unique within a CRM account).
+                [
+                    v.removeprefix(f"L{r['loja_id']}-") if k == "codigo_interno" else v
+                    for k, v in r.items()
+                    if k not in skip
+                ],
             )
             for r in rows
         ]

@@ -167,6 +167,8 @@ async def sandbox(run_dir: Path) -> AsyncIterator[Sandbox]:
         str(log),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        # A checkout under /tmp (as CI's may be) must stay visible under the sandbox's own /tmp.
+        env={**os.environ, "SANDBOX_KEEP": str(REPO)},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     if proc.returncode != 0:

@@ -135,20 +135,10 @@ VALUES ($1, $2, $3, NULL, NULL)
 ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
    SET external_id = NULL, payload_hash = NULL, sincronizado_em = now();
 
--- name: map_upsert
-INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash)
-VALUES ($1, $2, $3, $4, $5)
-ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
-   SET external_id = EXCLUDED.external_id, payload_hash = EXCLUDED.payload_hash,
-       sincronizado_em = now();
-
--- name: map_delete
-DELETE FROM crm_sync_map WHERE conta = $1 AND entidade = $2 AND entidade_id = $3;
-
--- name: log_insert
-INSERT INTO crm_sync_log (queue_id, conta, loja_id, entidade, entidade_id, acao, tentativa,
-                          status, http_status, mensagem, external_id, requisicoes, duracao_ms)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13);
+-- name: settle
+-- An attempt's outcome: CRM id, log row and queue state in one call (see crm_sync_settle).
+SELECT crm_sync_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
+                       $17, $18);
 
 -- name: requests_sent_since
 -- When this account's recent requests were sent, from the log: the limiter starts from them, so

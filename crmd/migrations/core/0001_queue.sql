@@ -168,3 +168,44 @@ CREATE TABLE crm_sync_map (
     sincronizado_em timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (conta, entidade, entidade_id)
 );
+
+-- Record one attempt's outcome in one statement (so one round trip, and atomic): the CRM id
+-- (p_mapa 'gravar') or its removal ('remover'), the log row, and the item's new state:
+-- 'concluido', 'falhou', or 'pendente' again after p_delay seconds. Returns false when the lease
+-- token is stale: the log row and the CRM id, facts about the CRM, are kept; the item's state
+-- is left to the worker that holds it now.
+CREATE FUNCTION crm_sync_settle(
+    p_id bigint, p_token uuid, p_conta text, p_loja_id integer, p_entidade text,
+    p_entidade_id bigint, p_acao text, p_tentativa integer,
+    p_mapa text, p_external_id text, p_hash text,
+    p_status text, p_http_status integer, p_mensagem text, p_requisicoes integer,
+    p_duracao_ms integer, p_estado text, p_delay float8
+) RETURNS boolean
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF p_mapa = 'remover' THEN
+        DELETE FROM crm_sync_map
+         WHERE conta = p_conta AND entidade = p_entidade AND entidade_id = p_entidade_id;
+    ELSIF p_mapa = 'gravar' THEN
+        INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash)
+        VALUES (p_conta, p_entidade, p_entidade_id, p_external_id, p_hash)
+        ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
+           SET external_id = EXCLUDED.external_id, payload_hash = EXCLUDED.payload_hash,
+               sincronizado_em = now();
+    END IF;
+    INSERT INTO crm_sync_log (queue_id, conta, loja_id, entidade, entidade_id, acao, tentativa,
+                              status, http_status, mensagem, external_id, requisicoes,
+                              duracao_ms)
+    VALUES (p_id, p_conta, p_loja_id, p_entidade, p_entidade_id, p_acao, p_tentativa,
+            p_status, p_http_status, p_mensagem, p_external_id, p_requisicoes, p_duracao_ms);
+    IF p_estado = 'pendente' THEN
+        RETURN crm_sync_requeue(p_id, p_token, p_delay, p_mensagem, false, false);
+    END IF;
+    UPDATE crm_sync_queue
+       SET estado = p_estado, lease_token = NULL, lease_ate = NULL,
+           ultimo_erro = CASE WHEN p_estado = 'falhou' THEN p_mensagem END,
+           processado_em = now(), atualizado_em = now()
+     WHERE id = p_id AND lease_token = p_token AND estado = 'processando';
+    RETURN FOUND;
+END;
+$$;
