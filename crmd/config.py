@@ -115,7 +115,7 @@ class CrmAccountSettings(_Section):
     secret_access_token: SecretStr | None = None
     secret_access_token_file: str | None = None
     limits: tuple[RateLimit, ...] = DEFAULT_LIMITS
-    limit_margin_seconds: float = Field(0.01, ge=0, le=10)
+    limit_margin_seconds: float = Field(0.05, ge=0, le=10)
     concurrency: int = Field(4, ge=1, le=256)
     venda_situacao_id: str = "1"
     timeout_seconds: float = Field(30.0, gt=0)
