@@ -12,6 +12,7 @@ logger at once, including loggers already bound with context.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -84,12 +85,19 @@ def mask_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     purpose (`token_file` too): a hidden path costs less than a leaked credential.
     """
     for key, value in event_dict.items():
-        event_dict[key] = _masked(key, value)
+        if _is_secret(key) or isinstance(value, Mapping):
+            event_dict[key] = _masked(key, value)
     return event_dict
 
 
+@functools.lru_cache(maxsize=4096)
+def _is_secret(key: str) -> bool:
+    """Event keys repeat endlessly; match each name against the pattern once (hot path)."""
+    return _SECRET_KEY.search(key) is not None
+
+
 def _masked(key: str, value: Any) -> Any:
-    if _SECRET_KEY.search(key):
+    if _is_secret(key):
         return "***"
     if isinstance(value, Mapping):
         return {k: _masked(str(k), v) for k, v in value.items()}

@@ -146,7 +146,10 @@ class Timers:
                     await self._fire(conn, timer, due)
                     last = due
             finally:
-                await conn.execute(queries["advisory_unlock"], LOCK_CLASS, timer.lock_key)
+                try:
+                    await conn.execute(queries["advisory_unlock"], LOCK_CLASS, timer.lock_key)
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    conn.terminate()  # the lock ends with the session; the pool makes a new one
         return max((next_after(timer.cron, self.tz, last) - self.clock()).total_seconds(), 0)
 
     async def _fire(self, conn: asyncpg.Connection, timer: Timer, due: datetime) -> None:

@@ -15,6 +15,18 @@ from crmd.providers.gestaoclick import GestaoClick
 from crmd.sql import queries, sources
 
 CONTA = "default"
+# The baselines' own statements: what a straightforward worker writes per item, in one
+# transaction (crmd itself does the same in one call of crm_sync_settle).
+MAP_UPSERT = """
+INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
+   SET external_id = EXCLUDED.external_id, payload_hash = EXCLUDED.payload_hash,
+       sincronizado_em = now()"""
+LOG_INSERT = """
+INSERT INTO crm_sync_log (queue_id, conta, loja_id, entidade, entidade_id, acao, tentativa,
+                          status, http_status, mensagem, external_id, requisicoes, duracao_ms)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"""
 SETTLE = """
 UPDATE crm_sync_queue
    SET estado = $2, processado_em = now(), atualizado_em = now(), tentativas = tentativas + 1
@@ -75,7 +87,7 @@ class Sender:
         async with conn.transaction():
             if ok:
                 await conn.execute(
-                    queries["map_upsert"],
+                    MAP_UPSERT,
                     CONTA,
                     entidade,
                     ident,
@@ -83,7 +95,7 @@ class Sender:
                     payload_hash(payload),
                 )
             await conn.execute(
-                queries["log_insert"],
+                LOG_INSERT,
                 None,
                 CONTA,
                 loja_id,
