@@ -26,9 +26,10 @@ import structlog
 from crmd import queue
 from crmd.accounts import Account
 from crmd.config import Settings
-from crmd.outcome import Outcome, record
+from crmd.outcome import Entry, Outcome, Settled
 from crmd.providers.base import CrmError, ErrorKind, Prepared, Row
 from crmd.queue import Item, NewItem, RetryPolicy
+from crmd.recorder import Recorder
 from crmd.sql import queries, sources
 from crmd.transport import counting
 
@@ -83,6 +84,9 @@ class Engine:
         self._idle = asyncio.Event()  # set whenever nothing is being sent
         self._idle.set()
         self._workers: list[asyncio.Task[None]] = []
+        self._recorder = Recorder(
+            lambda: self.pool, lambda: RetryPolicy.from_settings(self.settings.queue), self._settled
+        )
         self.heartbeat = time.monotonic()  # the claim loop's last turn, for the watchdog
         self.db_ok = True  # the last claim reached the database
 
@@ -104,6 +108,7 @@ class Engine:
             while True:
                 claimed = await self._claim()
                 await self._buffer.join()
+                await self._recorder.drain()
                 if claimed:
                     continue
                 async with self.pool.acquire() as conn:
@@ -190,6 +195,7 @@ class Engine:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
+        await self._recorder.close()  # what finished is written before anything is given back
         if interrupted:
             log.warning("interrupted_in_flight", count=len(interrupted))
             await self._give_back(interrupted)
@@ -439,17 +445,13 @@ class Engine:
         self.stats.released += 1
 
     async def _record(self, work: Work, outcome: Outcome) -> None:
-        item = work.item
         if outcome.success:
             work.account.answered()
-        async with self.pool.acquire() as conn:
-            settled = await record(
-                conn,
-                item,
-                work.account.name,
-                outcome,
-                RetryPolicy.from_settings(self.settings.queue),
-            )
+        self._recorder.submit(Entry(work.item, work.account.name, outcome))
+
+    def _settled(self, entry: Entry, settled: Settled) -> None:
+        """An outcome is stored: count it and log it (called by the recorder)."""
+        item, outcome = entry.item, entry.outcome
         if settled == "stale":
             log.warning(
                 "lease_lost", queue_id=item.id, entidade=item.entidade, entidade_id=item.entidade_id

@@ -48,42 +48,55 @@ class Outcome:
         return cls(False, "", deferred=True)
 
 
-async def record(
-    conn: asyncpg.Connection, item: Item, conta: str, outcome: Outcome, policy: RetryPolicy
-) -> Settled:
-    """Store the outcome in one statement. A stale lease (another worker owns the item now)
-    keeps the log row and the CRM id, which are facts about the CRM, but leaves the queue state
-    to the new owner."""
-    settled: Settled
-    delay = 0.0
-    if outcome.success:
-        estado, settled = "concluido", "done"
-    elif outcome.retryable and item.tentativas < policy.max_attempts:
-        estado, settled, delay = "pendente", "retry", policy.delay(item.tentativas)
-    else:
-        estado, settled = "falhou", "failed"
-    mapa = None
+@dataclass(frozen=True)
+class Entry:
+    item: Item
+    conta: str
+    outcome: Outcome
+
+
+def _plan(entry: Entry, policy: RetryPolicy) -> tuple[Settled, str, float, str | None]:
+    """The item's next state: done, tried again after a delay, or failed for good."""
+    item, outcome = entry.item, entry.outcome
     if outcome.success:
         mapa = "remover" if outcome.removed else "gravar" if outcome.external_id else None
-    ok = await conn.fetchval(
-        queries["settle"],
-        item.id,
-        item.lease_token,
-        conta,
-        item.loja_id,
-        item.entidade,
-        item.entidade_id,
-        item.acao,
-        item.tentativas,
-        mapa,
-        outcome.external_id,
-        outcome.payload_hash,
-        "sucesso" if outcome.success else "erro",
-        outcome.http_status,
-        outcome.message,
-        outcome.requests,
-        outcome.duration_ms,
-        estado,
-        delay,
-    )
-    return settled if ok else "stale"
+        return "done", "concluido", 0.0, mapa
+    if outcome.retryable and item.tentativas < policy.max_attempts:
+        return "retry", "pendente", policy.delay(item.tentativas), None
+    return "failed", "falhou", 0.0, None
+
+
+async def record_many(
+    conn: asyncpg.Connection, entries: list[Entry], policy: RetryPolicy
+) -> list[Settled]:
+    """Store outcomes in one statement (atomic, one round trip for any number). A stale lease
+    (another worker owns the item now) keeps the log row and the CRM id, which are facts about
+    the CRM, but leaves the queue state to the new owner: that entry comes back "stale"."""
+    plans = [_plan(e, policy) for e in entries]
+    columns: list[list[object]] = [[] for _ in range(18)]
+    for e, (_, estado, delay, mapa) in zip(entries, plans, strict=True):
+        i, o = e.item, e.outcome
+        values = (
+            i.id,
+            i.lease_token,
+            e.conta,
+            i.loja_id,
+            i.entidade,
+            i.entidade_id,
+            i.acao,
+            i.tentativas,
+            mapa,
+            o.external_id,
+            o.payload_hash,
+            "sucesso" if o.success else "erro",
+            o.http_status,
+            o.message,
+            o.requests,
+            o.duration_ms,
+            estado,
+            delay,
+        )
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+    rows = await conn.fetch(queries["settle_many"], *columns)
+    return [plan[0] if row["ok"] else "stale" for plan, row in zip(plans, rows, strict=True)]

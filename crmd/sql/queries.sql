@@ -135,10 +135,20 @@ VALUES ($1, $2, $3, NULL, NULL)
 ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
    SET external_id = NULL, payload_hash = NULL, sincronizado_em = now();
 
--- name: settle
--- An attempt's outcome: CRM id, log row and queue state in one call (see crm_sync_settle).
-SELECT crm_sync_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
-                       $17, $18);
+-- name: settle_many
+-- Attempts' outcomes (CRM id, log row, queue state; see crm_sync_settle), any number in one
+-- statement: one array per argument, one result row per outcome, in the order given.
+SELECT crm_sync_settle(t.id, t.token, t.conta, t.loja_id, t.entidade, t.entidade_id, t.acao,
+                       t.tentativa, t.mapa, t.external_id, t.hash, t.status, t.http_status,
+                       t.mensagem, t.requisicoes, t.duracao_ms, t.estado, t.delay) AS ok
+  FROM unnest($1::bigint[], $2::uuid[], $3::text[], $4::integer[], $5::text[], $6::bigint[],
+              $7::text[], $8::integer[], $9::text[], $10::text[], $11::text[], $12::text[],
+              $13::integer[], $14::text[], $15::integer[], $16::integer[], $17::text[],
+              $18::float8[])
+       WITH ORDINALITY AS t (id, token, conta, loja_id, entidade, entidade_id, acao, tentativa,
+                             mapa, external_id, hash, status, http_status, mensagem,
+                             requisicoes, duracao_ms, estado, delay, ord)
+ ORDER BY t.ord;
 
 -- name: requests_sent_since
 -- When this account's recent requests were sent, from the log: the limiter starts from them, so
