@@ -232,7 +232,7 @@ class Daemon:
                 retired[name] = acct
             else:
                 if before is not None:
-                    acct.limiter.preload(_epoch(before.limiter.recent_grants(), before))
+                    acct.limiter.preload(_epoch(before.limiter.recent_grants()))
                     retired[name] = before
                 accounts[name] = acct
         for name, acct in current.items():
@@ -377,7 +377,9 @@ def default_actions(daemon: Daemon) -> dict[str, tuple[str, Action]]:
 
 
 def _same_connection(a: Account, b: Account) -> bool:
+    """Whether an account's provider and session can stay as they are across a reload."""
     keys = (
+        "venda_situacao_id",  # read by the provider when it is built
         "provider",
         "base_url",
         "access_token",
@@ -397,7 +399,8 @@ def _secret_changes(old: Settings, new: Settings) -> list[str]:
     return out
 
 
-def _epoch(monotonic_times: list[float], account: Account) -> list[float]:
+def _epoch(monotonic_times: list[float]) -> list[float]:
+    """Limiter grant times (monotonic) as epoch seconds, for another limiter's preload."""
     offset = time.time() - time.monotonic()
     return [t + offset for t in monotonic_times]
 

@@ -61,10 +61,6 @@ class Stats:
     by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failed_by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
-    @property
-    def settled(self) -> int:
-        return self.succeeded + self.failed + self.retried
-
 
 def payload_hash(payload: Mapping[str, Any]) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)

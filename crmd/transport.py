@@ -81,7 +81,6 @@ class Transport:
         self._headers = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
         self._concurrency = settings.concurrency
         self._session: aiohttp.ClientSession | None = None
-        self.requests_sent = 0
 
     def _ensure_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -110,7 +109,6 @@ class Transport:
         """Send one request under the account's limits; network failures become CrmError."""
         session = self._ensure_session()
         waited = await self.limiter.acquire()
-        self.requests_sent += 1
         count = _current.get()
         if count is not None:
             count.sent += 1
