@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -117,3 +119,17 @@ async def pool(db_dsn: str) -> AsyncIterator[asyncpg.Pool]:
     p = await asyncpg.create_pool(db_dsn, min_size=1, max_size=10)
     yield p
     await p.close()
+
+
+def run_crmd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`crmd ARGS` as a real subprocess, with no CRMD_* variables but those in `env`."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRMD_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "crmd", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=60,
+        check=False,
+    )

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from crmd.config import ConfigError, load_settings, redact_dsn
+from tests.conftest import run_crmd
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -187,23 +186,8 @@ def test_redact_dsn_hides_only_the_password() -> None:
 # --- the check-config command ----------------------------------------------------------------
 
 
-def crmd(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    import os
-
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("CRMD_")}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "crmd", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=60,
-        check=False,
-    )
-
-
 def test_check_config_accepts_the_shipped_file_and_masks_secrets() -> None:
-    result = crmd("check-config", "--config", str(REPO / "config.toml"))
+    result = run_crmd("check-config", "--config", str(REPO / "config.toml"))
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)
     assert data["queue"]["batch_size"] == 100
@@ -213,7 +197,7 @@ def test_check_config_accepts_the_shipped_file_and_masks_secrets() -> None:
 
 def test_check_config_rejects_a_broken_file_with_exit_78(tmp_path: Path) -> None:
     path = write(tmp_path, "[queue]\nbatch_size = 0\nmax_attempts = 2\nlease = 3\n")
-    result = crmd("check-config", "--config", path)
+    result = run_crmd("check-config", "--config", path)
     assert result.returncode == 78
     assert "queue.batch_size" in result.stderr
     assert "queue.lease: unknown key" in result.stderr
@@ -221,14 +205,14 @@ def test_check_config_rejects_a_broken_file_with_exit_78(tmp_path: Path) -> None
 
 
 def test_check_config_missing_file_exits_78_naming_it(tmp_path: Path) -> None:
-    result = crmd("check-config", "--config", str(tmp_path / "absent.toml"))
+    result = run_crmd("check-config", "--config", str(tmp_path / "absent.toml"))
     assert result.returncode == 78
     assert "absent.toml" in result.stderr and "does not exist" in result.stderr
 
 
 def test_check_config_never_prints_a_database_password(tmp_path: Path) -> None:
     path = write(tmp_path, '[database]\ndsn = "postgresql://crmd:hunter2@db/erp"\n')
-    result = crmd("check-config", "--config", path)
+    result = run_crmd("check-config", "--config", path)
     assert result.returncode == 0
     assert "hunter2" not in result.stdout
     assert "postgresql://crmd:***@db/erp" in result.stdout

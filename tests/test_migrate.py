@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import sys
 import uuid
 from collections.abc import AsyncIterator
 
@@ -13,7 +12,7 @@ import asyncpg
 import pytest
 
 from crmd import migrate
-from tests.conftest import PgServer
+from tests.conftest import PgServer, run_crmd
 
 
 @pytest.fixture
@@ -101,32 +100,23 @@ async def test_failed_migration_leaves_nothing_half_applied(empty_dsn: str) -> N
         await conn.close()
 
 
-def run_crmd(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMD_")}
-    env["CRMD_DATABASE__DSN"] = dsn
-    env["CRMD_CONFIG"] = os.devnull  # an empty file: defaults plus the environment
-    return subprocess.run(
-        [sys.executable, "-m", "crmd", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+def migrate_cmd(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
+    # CRMD_CONFIG is an empty file: defaults plus the environment.
+    return run_crmd(*args, env={"CRMD_DATABASE__DSN": dsn, "CRMD_CONFIG": os.devnull})
 
 
 async def test_migrate_command_on_empty_database_then_again(empty_dsn: str) -> None:
-    first = await asyncio.to_thread(run_crmd, "migrate", "--with-reference-erp", dsn=empty_dsn)
+    first = await asyncio.to_thread(migrate_cmd, "migrate", "--with-reference-erp", dsn=empty_dsn)
     assert first.returncode == 0, first.stderr
     assert "applied core/0001_queue" in first.stdout
     assert "applied reference_erp/0001_erp" in first.stdout
-    second = await asyncio.to_thread(run_crmd, "migrate", "--with-reference-erp", dsn=empty_dsn)
+    second = await asyncio.to_thread(migrate_cmd, "migrate", "--with-reference-erp", dsn=empty_dsn)
     assert second.returncode == 0
     assert "nothing to apply" in second.stdout and "applied" not in second.stdout.split(";")[0]
 
 
 def test_migrate_command_reports_unreachable_database_with_exit_69() -> None:
-    result = run_crmd("migrate", dsn="postgresql://crmd:topsecret@127.0.0.1:1/none")
+    result = migrate_cmd("migrate", dsn="postgresql://crmd:topsecret@127.0.0.1:1/none")
     assert result.returncode == 69
     assert "cannot connect to postgresql://crmd:***@127.0.0.1:1/none" in result.stderr
     assert "topsecret" not in result.stderr + result.stdout
