@@ -49,7 +49,8 @@ def print_config_error(exc: ConfigError) -> None:
 
 
 def run_async(coro: Awaitable[int]) -> int:
-    """Run a command's coroutine, turning an unreachable database into exit 69."""
+    """Run a command's coroutine on uvloop (as the daemon does, so `run --once` behaves the
+    same), turning an unreachable database into exit 69."""
 
     async def guarded() -> int:
         try:
@@ -58,7 +59,10 @@ def run_async(coro: Awaitable[int]) -> int:
             print(f"crmd: {exc}", file=sys.stderr)
             return EX_UNAVAILABLE
 
-    return asyncio.run(guarded())
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(guarded())
 
 
 # --- commands ---------------------------------------------------------------------------------
