@@ -412,16 +412,18 @@ class Engine:
             seconds = account.pause(
                 1.0, sync.max_pause_seconds, f"429: {exc.message}", exact=exc.retry_after
             )
-            await self._release(work, seconds, f"limite do CRM (429): {exc.message}")
-            return Outcome.given_back()
+            return Outcome.postponed(
+                f"limite do CRM (429): {exc.message}", seconds, http_status=exc.http_status
+            )
         if exc.kind is ErrorKind.AUTH:
             seconds = account.pause(
                 sync.auth_pause_seconds,
                 sync.max_pause_seconds,
                 f"autenticação recusada ({exc.http_status}): {exc.message}",
             )
-            await self._release(work, seconds, f"autenticação recusada: {exc.message}")
-            return Outcome.given_back()
+            return Outcome.postponed(
+                f"autenticação recusada: {exc.message}", seconds, http_status=exc.http_status
+            )
         if exc.kind is ErrorKind.RETRYABLE:
             account.consecutive_failures += 1
             if account.consecutive_failures >= sync.breaker_threshold:
@@ -457,6 +459,8 @@ class Engine:
             self.stats.by_entity[item.entidade] += 1
         elif settled == "retry":
             self.stats.retried += 1
+        elif settled == "postponed":
+            self.stats.released += 1
         else:
             self.stats.failed += 1
             self.stats.failed_by_entity[item.entidade] += 1

@@ -15,7 +15,7 @@ import asyncpg
 from crmd.queue import Item, RetryPolicy
 from crmd.sql import queries
 
-Settled = Literal["done", "retry", "failed", "stale"]
+Settled = Literal["done", "retry", "postponed", "failed", "stale"]
 
 
 @dataclass
@@ -27,6 +27,7 @@ class Outcome:
     retryable: bool = False
     removed: bool = False  # the record is gone from the CRM: forget its id
     deferred: bool | None = None  # the item was given back; nothing to record
+    postpone: float | None = None  # try again after this many seconds, attempt not spent
     http_status: int | None = None
     requests: int = 0
     duration_ms: int | None = None
@@ -44,6 +45,11 @@ class Outcome:
         return cls(False, message, retryable=retryable, http_status=http_status)
 
     @classmethod
+    def postponed(cls, message: str, seconds: float, *, http_status: int | None) -> Outcome:
+        """The account, not the item, failed (429, authentication): logged, not counted."""
+        return cls(False, message, postpone=seconds, http_status=http_status)
+
+    @classmethod
     def given_back(cls) -> Outcome:
         return cls(False, "", deferred=True)
 
@@ -58,6 +64,8 @@ class Entry:
 def _plan(entry: Entry, policy: RetryPolicy) -> tuple[Settled, str, float, str | None]:
     """The item's next state: done, tried again after a delay, or failed for good."""
     item, outcome = entry.item, entry.outcome
+    if outcome.postpone is not None:
+        return "postponed", "devolver", outcome.postpone, None
     if outcome.success:
         mapa = "remover" if outcome.removed else "gravar" if outcome.external_id else None
         return "done", "concluido", 0.0, mapa

@@ -353,9 +353,12 @@ async def test_429_pauses_the_account_and_does_not_spend_attempts(
     assert set((await queue_states(conn)).values()) == {"concluido"}
     statuses = [e.status for e in crm.ledger]
     assert statuses.count(429) == 1
-    # The 429'd item was retried without spending an attempt, and no error was logged for it.
+    # The 429'd item was retried without spending an attempt; its attempt is in the log (it
+    # counts against the daily budget derived from the log).
     assert await conn.fetchval("SELECT max(tentativas) FROM crm_sync_queue") == 1
-    assert await conn.fetchval("SELECT count(*) FROM crm_sync_log WHERE status = 'erro'") == 0
+    errors = await conn.fetch("SELECT * FROM crm_sync_log WHERE status = 'erro'")
+    assert [(r["http_status"], r["requisicoes"]) for r in errors] == [(429, 1)]
+    assert "429" in errors[0]["mensagem"]
     # Requests already on their way when the 429 came back still arrive; after that, nothing
     # reaches the CRM until the pause (Retry-After: 0.3 s) ends.
     t429 = next(e.monotonic for e in crm.ledger if e.status == 429)
@@ -375,8 +378,11 @@ async def test_auth_failure_pauses_the_account_without_spending_attempts(
     assert {r["tentativas"] for r in rows} == {0}
     assert any("autenticação" in (r["ultimo_erro"] or "") for r in rows)
     # One probe reached the CRM; the rest waited for the pause instead of burning through.
-    assert len([e for e in crm.ledger if e.status == 401]) <= settings.crm.concurrency
-    assert await conn.fetchval("SELECT count(*) FROM crm_sync_log") == 0
+    refused = [e for e in crm.ledger if e.status == 401]
+    assert 1 <= len(refused) <= settings.crm.concurrency
+    # Each refused attempt is logged (it was sent), none spent an attempt.
+    log = await conn.fetch("SELECT * FROM crm_sync_log")
+    assert [(r["status"], r["http_status"]) for r in log] == [("erro", 401)] * len(refused)
 
 
 async def test_wrong_tokens_never_appear_in_the_log_table(

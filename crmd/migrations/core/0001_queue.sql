@@ -171,7 +171,8 @@ CREATE TABLE crm_sync_map (
 
 -- Record one attempt's outcome in one statement (so one round trip, and atomic): the CRM id
 -- (p_mapa 'gravar') or its removal ('remover'), the log row, and the item's new state:
--- 'concluido', 'falhou', or 'pendente' again after p_delay seconds. Returns false when the lease
+-- 'concluido', 'falhou', or pending again after p_delay seconds ('pendente', or 'devolver'
+-- to give the attempt back). Returns false when the lease
 -- token is stale: the log row and the CRM id, facts about the CRM, are kept; the item's state
 -- is left to the worker that holds it now.
 CREATE FUNCTION crm_sync_settle(
@@ -198,8 +199,9 @@ BEGIN
                               duracao_ms)
     VALUES (p_id, p_conta, p_loja_id, p_entidade, p_entidade_id, p_acao, p_tentativa,
             p_status, p_http_status, p_mensagem, p_external_id, p_requisicoes, p_duracao_ms);
-    IF p_estado = 'pendente' THEN
-        RETURN crm_sync_requeue(p_id, p_token, p_delay, p_mensagem, false, false);
+    IF p_estado IN ('pendente', 'devolver') THEN
+        -- 'devolver': the account failed (429, authentication), not the item: no attempt spent.
+        RETURN crm_sync_requeue(p_id, p_token, p_delay, p_mensagem, p_estado = 'devolver', false);
     END IF;
     UPDATE crm_sync_queue
        SET estado = p_estado, lease_token = NULL, lease_ate = NULL,
