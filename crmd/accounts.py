@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import asyncpg
 import structlog
@@ -30,7 +30,7 @@ class Account:
     provider: Provider
     slots: asyncio.Semaphore
     consecutive_failures: int = 0
-    consecutive_pauses: int = field(default=0)
+    consecutive_pauses: int = 0
 
     def paused_for(self) -> float:
         """Seconds until the account's pause ends (0 when it is not paused)."""

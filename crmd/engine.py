@@ -298,7 +298,7 @@ class Engine:
             )
             outcome = Outcome.error(f"erro interno: {type(exc).__name__}: {exc}", retryable=True)
         self.stats.requests += count.sent
-        if outcome.deferred is not None:
+        if outcome.deferred:
             return
         outcome.requests = count.sent
         outcome.http_status = count.statuses[-1] if count.statuses else None
@@ -493,7 +493,6 @@ async def _wait_any(events: tuple[asyncio.Event, ...], seconds: float) -> None:
 
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     """JSON columns come back as text from asyncpg; a source query's `itens` is one."""
-    for key, value in row.items():
-        if isinstance(value, str) and key == "itens":
-            row[key] = json.loads(value)
+    if isinstance(row.get("itens"), str):
+        row["itens"] = json.loads(row["itens"])
     return row

@@ -26,7 +26,7 @@ class Outcome:
     payload_hash: str | None = None
     retryable: bool = False
     removed: bool = False  # the record is gone from the CRM: forget its id
-    deferred: bool | None = None  # the item was given back; nothing to record
+    deferred: bool = False  # the item was given back already; nothing to record
     postpone: float | None = None  # try again after this many seconds, attempt not spent
     http_status: int | None = None
     requests: int = 0
@@ -69,8 +69,9 @@ def _plan(entry: Entry, policy: RetryPolicy) -> tuple[Settled, str, float, str |
     if outcome.success:
         mapa = "remover" if outcome.removed else "gravar" if outcome.external_id else None
         return "done", "concluido", 0.0, mapa
-    if outcome.retryable and item.tentativas < policy.max_attempts:
-        return "retry", "pendente", policy.delay(item.tentativas), None
+    delay = policy.retry_in(item.tentativas, retryable=outcome.retryable)
+    if delay is not None:
+        return "retry", "pendente", delay, None
     return "failed", "falhou", 0.0, None
 
 

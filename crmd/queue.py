@@ -71,6 +71,10 @@ class RetryPolicy:
             s.retry_jitter,
         )
 
+    def retry_in(self, attempt: int, *, retryable: bool) -> float | None:
+        """Seconds until a failed attempt number `attempt` is tried again; None: give up."""
+        return self.delay(attempt) if retryable and attempt < self.max_attempts else None
+
     def delay(self, attempt: int, rng: random.Random | None = None) -> float:
         base = min(self.initial_delay * self.multiplier ** max(attempt - 1, 0), self.max_delay)
         spread = (rng or random).uniform(-self.jitter, self.jitter)
@@ -143,9 +147,9 @@ async def fail_or_retry(
     conn: asyncpg.Connection, item: Item, error: str, policy: RetryPolicy, *, retryable: bool
 ) -> Literal["retry", "failed", "stale"]:
     """Settle a failed attempt: try again later while attempts remain and the error allows."""
-    if retryable and item.tentativas < policy.max_attempts:
-        ok = await reschedule(conn, item, policy.delay(item.tentativas), error)
-        return "retry" if ok else "stale"
+    delay = policy.retry_in(item.tentativas, retryable=retryable)
+    if delay is not None:
+        return "retry" if await reschedule(conn, item, delay, error) else "stale"
     return "failed" if await fail(conn, item, error) else "stale"
 
 
