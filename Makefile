@@ -35,7 +35,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format $(CODE)
 
 run: $(STAMP)
-	$(BIN)/python -m crmd.devrun
+	$(BIN)/python -m crmd.dev.demo
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)

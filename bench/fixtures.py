@@ -15,8 +15,8 @@ from pathlib import Path
 
 import asyncpg
 
-from crmd import seed
-from crmd.devcrm.server import DevCrm, DevCrmConfig
+from crmd.dev import seed
+from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
 
 ACCESS_TOKEN = "bench-access-token"
 SECRET_TOKEN = "bench-secret-token"

@@ -18,8 +18,8 @@ import asyncpg
 
 from bench import fixtures, proc
 from bench.scenario import Context, Outcome
-from crmd.devcrm.ledger import LedgerEntry
-from crmd.devcrm.server import DevCrm
+from crmd.dev.devcrm.ledger import LedgerEntry
+from crmd.dev.devcrm.server import DevCrm
 
 INTERVAL = 0.1
 INSERT = """

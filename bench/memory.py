@@ -15,7 +15,7 @@ import asyncpg
 
 from bench import fixtures, proc
 from bench.scenario import Context, Outcome
-from crmd.devcrm.server import DevCrm
+from crmd.dev.devcrm.server import DevCrm
 
 GROWTH_TOLERANCE_MB = 5.0  # allocator noise: "no growth" means within this
 

@@ -22,8 +22,8 @@ import asyncpg
 
 from bench import fixtures, proc
 from bench.scenario import Context, Outcome
-from crmd.devcrm.ledger import LedgerEntry, max_in_window
-from crmd.devcrm.server import DevCrm
+from crmd.dev.devcrm.ledger import LedgerEntry, max_in_window
+from crmd.dev.devcrm.server import DevCrm
 
 LIMITS: tuple[tuple[int, float], ...] = ((20, 1.0), (100, 10.0))
 LATENCY = 0.05

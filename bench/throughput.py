@@ -22,7 +22,7 @@ import psutil
 from bench import fixtures, pg, proc
 from bench.peers import pgq
 from bench.scenario import Context, Outcome, ratio
-from crmd.devcrm.server import DevCrm
+from crmd.dev.devcrm.server import DevCrm
 
 CONCURRENCY = 16
 CONTENDERS = ("crmd", "pgqueuer", "cron")

@@ -149,7 +149,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_seed(args: argparse.Namespace) -> int:
-    from crmd import db, seed
+    from crmd import db
+    from crmd.dev import seed
 
     settings = settings_or_exit(args)
 
@@ -176,7 +177,7 @@ def cmd_dev_seed(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_crm(args: argparse.Namespace) -> int:
-    from crmd.devcrm import cli as devcrm_cli
+    from crmd.dev.devcrm import cli as devcrm_cli
 
     return devcrm_cli.main(args)
 
@@ -270,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a development CRM server speaking the part of GestãoClick's API crmd "
         "uses, with its rate limits and fault injection.",
     )
-    from crmd.devcrm import cli as devcrm_cli
+    from crmd.dev.devcrm import cli as devcrm_cli
 
     devcrm_cli.add_arguments(p)
     p.set_defaults(handler=cmd_dev_crm)

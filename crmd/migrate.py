@@ -19,6 +19,12 @@ REFERENCE_ERP = "reference_erp"
 # pg_advisory_lock(LOCK_CLASS, LOCK_MIGRATE): 'crmd' in ASCII, then the lock's purpose.
 LOCK_CLASS = 0x63726D64
 LOCK_MIGRATE = 1
+# Where each set's files live: crmd's own tables ship with the product, the sample ERP schema
+# with the development tools.
+LOCATIONS = {
+    CORE: ("crmd", "migrations/core"),
+    REFERENCE_ERP: ("crmd.dev", "migrations/reference_erp"),
+}
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
 
 
@@ -31,7 +37,8 @@ class Migration:
 
 
 def available(conjunto: str) -> list[Migration]:
-    folder = resources.files("crmd").joinpath("migrations", conjunto)
+    package, folder_name = LOCATIONS[conjunto]
+    folder = resources.files(package).joinpath(folder_name)
     found = []
     for entry in folder.iterdir():
         match = _FILE.match(entry.name)

@@ -19,7 +19,7 @@ from crmd.accounts import Account, build_accounts, close_accounts
 from crmd.admin import AdminContext, AdminServer, TimerInfo, start_admin
 from crmd.config import Settings
 from crmd.daemon import ReloadInfo
-from crmd.devcrm.server import DevCrm, DevCrmConfig
+from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
 from crmd.engine import Stats
 
 TOKEN = "s3cret-admin-token"

@@ -18,9 +18,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from crmd.devcrm import cli, envelope
-from crmd.devcrm.ledger import LedgerEntry, max_in_window
-from crmd.devcrm.server import DevCrm, DevCrmConfig
+from crmd.dev.devcrm import cli, envelope
+from crmd.dev.devcrm.ledger import LedgerEntry, max_in_window
+from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
 
 TOKENS = {"access-token": "tok", "secret-access-token": "sec"}
 REPO = Path(__file__).resolve().parent.parent

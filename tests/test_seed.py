@@ -9,8 +9,8 @@ from typing import Any
 import asyncpg
 import pytest
 
-from crmd import seed_data
-from crmd.seed import (
+from crmd.dev import seed_data
+from crmd.dev.seed import (
     cnpj_check_digits,
     cpf_check_digits,
     format_cep,

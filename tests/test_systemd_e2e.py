@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from crmd.devcrm.server import DevCrm, DevCrmConfig
+from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "systemd"

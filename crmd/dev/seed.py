@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import asyncpg
 
-from crmd import seed_data as data
+from crmd.dev import seed_data as data
 
 Row = tuple[object, ...]
 

@@ -13,7 +13,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from crmd.devcrm.server import DevCrm
+    from crmd.dev.devcrm.server import DevCrm
 
 EX_OK = 0
 EX_UNAVAILABLE = 69
@@ -119,8 +119,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from crmd.devcrm.limits import DEFAULT_LIMITS
-    from crmd.devcrm.server import DevCrm, DevCrmConfig
+    from crmd.dev.devcrm.limits import DEFAULT_LIMITS
+    from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
 
     limits = () if args.no_limits else tuple(args.limit or DEFAULT_LIMITS)
     config = DevCrmConfig(

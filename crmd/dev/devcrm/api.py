@@ -2,7 +2,7 @@
 
 Routes answer both `/clientes` and `/api/clientes`, since GestãoClick documents the first and
 links to the second in `proxima_url`. Authentication, rate limits and faults are not handled here
-but in front of these handlers (`crmd.devcrm.server`).
+but in front of these handlers (`crmd.dev.devcrm.server`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from crmd.devcrm import envelope
-from crmd.devcrm.faults import Faults
-from crmd.devcrm.store import RESOURCES, RecordNotFound, Store, ValidationFailed
+from crmd.dev.devcrm import envelope
+from crmd.dev.devcrm.faults import Faults
+from crmd.dev.devcrm.store import RESOURCES, RecordNotFound, Store, ValidationFailed
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import asyncpg
 
-from crmd import migrate, seed
+from crmd import migrate
+from crmd.dev import seed
 
 ROOT = Path.cwd() / ".run"
 DBNAME = "crmd_dev"

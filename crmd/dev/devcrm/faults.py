@@ -2,7 +2,7 @@
 
 They are set from command-line flags at start, from `POST /_dev/faults` while running, or in
 process (`DevCrm.set_faults` or by assigning to `DevCrm.faults`). Where each applies in the life of
-a request is described in `crmd.devcrm.server`.
+a request is described in `crmd.dev.devcrm.server`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ latency (so decisions and the ledger use arrival times, as the real CRM's limite
 4. burst (`burst_429`): 429;
 5. rate limits: 429 when any sliding window is full;
 6. injected errors (`error_rate`): 500, 502 (an HTML page, as from a proxy) or 503;
-7. the resource itself (`crmd.devcrm.api`).
+7. the resource itself (`crmd.dev.devcrm.api`).
 
 Steps 1-5 do not use up rate-limit budget; from step 5 on the request counts (see
 `LedgerEntry.counted`). So injected errors happen after authentication and the limits, as a
@@ -32,12 +32,12 @@ import pydantic
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from crmd.devcrm import envelope
-from crmd.devcrm.api import CREATED_ID, Api, json_response
-from crmd.devcrm.faults import Faults, FaultsUpdate
-from crmd.devcrm.ledger import LedgerEntry
-from crmd.devcrm.limits import DEFAULT_LIMITS, Limit, SlidingWindows, check_limits
-from crmd.devcrm.store import RESOURCES, Store
+from crmd.dev.devcrm import envelope
+from crmd.dev.devcrm.api import CREATED_ID, Api, json_response
+from crmd.dev.devcrm.faults import Faults, FaultsUpdate
+from crmd.dev.devcrm.ledger import LedgerEntry
+from crmd.dev.devcrm.limits import DEFAULT_LIMITS, Limit, SlidingWindows, check_limits
+from crmd.dev.devcrm.store import RESOURCES, Store
 
 _BAD_GATEWAY_PAGE = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 
