@@ -16,8 +16,8 @@ import time
 import asyncpg
 
 from bench.scenario import Context, Outcome
-from crmd import queue
-from crmd.queue import NewItem
+from crmd.store import queue
+from crmd.store.queue import NewItem
 
 PENDING = 100_000
 SMALL_DONE = 10_000

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import psutil
 
-from crmd import migrate
+from crmd.store import migrate
 
 
 @dataclass(frozen=True)

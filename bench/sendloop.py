@@ -16,7 +16,7 @@ import aiohttp
 import uvloop
 from aiolimiter import AsyncLimiter
 
-from crmd.limiter import RateLimiter
+from crmd.crm.limiter import RateLimiter
 
 Acquire = Callable[[], Awaitable[object]]
 IN_FLIGHT = 4

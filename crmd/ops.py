@@ -17,10 +17,10 @@ from typing import Any
 import asyncpg
 import structlog
 
-from crmd.accounts import Account
 from crmd.config import ENTITIES, CleanupSettings
-from crmd.queue import DEFAULT_PRIORITY
-from crmd.sql import load, queries
+from crmd.crm.accounts import Account
+from crmd.store.queue import DEFAULT_PRIORITY
+from crmd.store.sql import load, queries
 
 log = structlog.get_logger("crmd.ops")
 ops: dict[str, str] = load("ops.sql")

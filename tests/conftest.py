@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from crmd import migrate
+from crmd.store import migrate
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ import aiohttp
 import asyncpg
 import pytest
 
-from crmd import transport
-from crmd.accounts import Account, build_accounts, close_accounts
-from crmd.admin import AdminContext, AdminServer, TimerInfo, start_admin
+from crmd.admin.server import AdminContext, AdminServer, TimerInfo, start_admin
 from crmd.config import Settings
-from crmd.daemon import ReloadInfo
+from crmd.crm import transport
+from crmd.crm.accounts import Account, build_accounts, close_accounts
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
-from crmd.engine import Stats
+from crmd.engine.loop import Stats
+from crmd.service.daemon import ReloadInfo
 
 TOKEN = "s3cret-admin-token"
 

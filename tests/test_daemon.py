@@ -28,9 +28,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from crmd import migrate
 from crmd.dev.devcrm.ledger import LedgerEntry, max_in_window
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
+from crmd.store import migrate
 
 REPO = Path(__file__).resolve().parent.parent
 TOKENS = {"access_token": "tok-daemon-7Qx9", "secret_access_token": "sec-daemon-Zk42"}

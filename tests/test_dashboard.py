@@ -16,10 +16,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from crmd.accounts import build_accounts, close_accounts
-from crmd.admin import AdminContext, AdminServer, TimerInfo, start_admin
+from crmd.admin.server import AdminContext, AdminServer, TimerInfo, start_admin
 from crmd.config import Settings
-from crmd.daemon import ReloadInfo
+from crmd.crm.accounts import build_accounts, close_accounts
+from crmd.service.daemon import ReloadInfo
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [

@@ -12,7 +12,7 @@ import pytest
 from crmd.config import Settings
 from crmd.dev.devcrm.ledger import max_in_window
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
-from crmd.runner import run_once
+from crmd.service.startup import run_once
 
 TOKENS = {"access_token": "tok-test", "secret_access_token": "sec-test"}
 

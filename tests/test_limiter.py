@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import pytest
 
 from crmd.config import DEFAULT_LIMITS, RateLimit
-from crmd.limiter import RateLimiter, max_in_window
+from crmd.crm.limiter import RateLimiter, max_in_window
 
 
 class FakeClocks:

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import structlog
 
-from crmd import logs
+from crmd.service import logs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -356,7 +356,7 @@ def test_secrets_are_masked_in_every_format(journal: tuple[socket.socket, str]) 
 CHILD = textwrap.dedent(
     """
     import sys, structlog
-    from crmd import logs
+    from crmd.service import logs
     print(logs.configure("info", "auto", journal_socket=sys.argv[1]), flush=True)
     structlog.get_logger().info("hello", loja_id=1)
     """

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from crmd import migrate
+from crmd.store import migrate
 from tests.conftest import PgServer, run_crmd
 
 

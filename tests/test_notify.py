@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from crmd.notify import Notifier
+from crmd.service.notify import Notifier
 
 
 @pytest.fixture

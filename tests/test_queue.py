@@ -8,9 +8,9 @@ import random
 import asyncpg
 import pytest
 
-from crmd import queue
-from crmd.queue import NewItem, RetryPolicy
-from crmd.sql import queries
+from crmd.store import queue
+from crmd.store.queue import NewItem, RetryPolicy
+from crmd.store.sql import queries
 
 
 async def pending_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:

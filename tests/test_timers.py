@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import pytest
 
-from crmd.timers import Timers
+from crmd.service.timers import Timers
 
 T0 = datetime(2026, 11, 29, 10, 0, 30, tzinfo=UTC)  # a Sunday, half a minute past 10:00
 

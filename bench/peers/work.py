@@ -9,10 +9,10 @@ import aiohttp
 import asyncpg
 
 from crmd.config import CrmAccountSettings
-from crmd.engine import payload_hash
-from crmd.limiter import RateLimiter
-from crmd.providers.gestaoclick import GestaoClick
-from crmd.sql import queries, sources
+from crmd.crm.limiter import RateLimiter
+from crmd.crm.providers.gestaoclick import GestaoClick
+from crmd.engine.loop import payload_hash
+from crmd.store.sql import queries, sources
 
 CONTA = "default"
 # The baselines' own statements: what a straightforward worker writes per item, in one

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import asyncpg
 
-from crmd import migrate
 from crmd.dev import seed
+from crmd.store import migrate
 
 ROOT = Path.cwd() / ".run"
 DBNAME = "crmd_dev"

@@ -15,7 +15,7 @@ from typing import Literal
 import asyncpg
 
 from crmd.config import QueueSettings
-from crmd.sql import queries
+from crmd.store.sql import queries
 
 Action = Literal["upsert", "delete"]
 

@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from crmd import __version__
 from crmd.config import ConfigError, Settings, effective, load_settings
-from crmd.db import DatabaseUnavailable
+from crmd.store.db import DatabaseUnavailable
 
 EX_OK = 0
 EX_USAGE = 64
@@ -81,7 +81,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from crmd import db, migrate
+    from crmd.store import db, migrate
 
     settings = settings_or_exit(args)
 
@@ -102,12 +102,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import time
 
-    from crmd import logs, runner
+    from crmd.service import logs
+    from crmd.service import startup as runner
 
     settings = settings_or_exit(args)
     logs.configure(settings.log.level, settings.log.format)
     if not args.once:
-        from crmd import daemon
+        from crmd.service import daemon
 
         return daemon.main(args.config, settings)
 
@@ -125,7 +126,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_schedule(args: argparse.Namespace) -> int:
-    from crmd import db, timers
+    from crmd.service import timers
+    from crmd.store import db
 
     settings = settings_or_exit(args)
 
@@ -149,8 +151,8 @@ def cmd_schedule(args: argparse.Namespace) -> int:
 
 
 def cmd_dev_seed(args: argparse.Namespace) -> int:
-    from crmd import db
     from crmd.dev import seed
+    from crmd.store import db
 
     settings = settings_or_exit(args)
 
@@ -276,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     devcrm_cli.add_arguments(p)
     p.set_defaults(handler=cmd_dev_crm)
 
-    from crmd import opscli
+    from crmd.cli import ops as opscli
 
     opscli.register(sub)
     return parser

@@ -20,8 +20,8 @@ import structlog
 from croniter import croniter
 
 from crmd.config import ScheduleSettings
-from crmd.migrate import LOCK_CLASS
-from crmd.sql import queries
+from crmd.store.migrate import LOCK_CLASS
+from crmd.store.sql import queries
 
 log = structlog.get_logger("crmd.timers")
 

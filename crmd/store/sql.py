@@ -13,7 +13,7 @@ _NAME = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 
 
 def load(filename: str) -> dict[str, str]:
-    text = resources.files("crmd").joinpath("sql", filename).read_text(encoding="utf-8")
+    text = resources.files("crmd.store").joinpath("sql", filename).read_text(encoding="utf-8")
     parts = _NAME.split(text)
     # parts = [preamble, name1, body1, name2, body2, ...]
     return {name: body.strip() for name, body in zip(parts[1::2], parts[2::2], strict=True)}

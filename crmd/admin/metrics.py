@@ -16,13 +16,13 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from crmd import transport
-from crmd.accounts import Account
 from crmd.config import ENTITIES
-from crmd.engine import Stats
-from crmd.sql import load, queries
-from crmd.timers import TimerInfo
-from crmd.transport import RequestEvent
+from crmd.crm import transport
+from crmd.crm.accounts import Account
+from crmd.crm.transport import RequestEvent
+from crmd.engine.loop import Stats
+from crmd.service.timers import TimerInfo
+from crmd.store.sql import load, queries
 
 ops_sql = load("ops.sql")
 STATES = ("pendente", "processando", "falhou")

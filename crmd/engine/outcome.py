@@ -12,8 +12,8 @@ from typing import Literal
 
 import asyncpg
 
-from crmd.queue import Item, RetryPolicy
-from crmd.sql import queries
+from crmd.store.queue import Item, RetryPolicy
+from crmd.store.sql import queries
 
 Settled = Literal["done", "retry", "postponed", "failed", "stale"]
 

@@ -12,7 +12,7 @@ from importlib import resources
 
 import asyncpg
 
-from crmd.sql import queries
+from crmd.store.sql import queries
 
 CORE = "core"
 REFERENCE_ERP = "reference_erp"
@@ -22,7 +22,7 @@ LOCK_MIGRATE = 1
 # Where each set's files live: crmd's own tables ship with the product, the sample ERP schema
 # with the development tools.
 LOCATIONS = {
-    CORE: ("crmd", "migrations/core"),
+    CORE: ("crmd.store", "migrations/core"),
     REFERENCE_ERP: ("crmd.dev", "migrations/reference_erp"),
 }
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")

@@ -23,15 +23,15 @@ from typing import Any
 import asyncpg
 import structlog
 
-from crmd import queue
-from crmd.accounts import Account
 from crmd.config import Settings
-from crmd.outcome import Entry, Outcome, Settled
-from crmd.providers.base import CrmError, ErrorKind, Prepared, Row
-from crmd.queue import Item, NewItem, RetryPolicy
-from crmd.recorder import Recorder
-from crmd.sql import queries, sources
-from crmd.transport import counting
+from crmd.crm.accounts import Account
+from crmd.crm.providers.base import CrmError, ErrorKind, Prepared, Row
+from crmd.crm.transport import counting
+from crmd.engine.outcome import Entry, Outcome, Settled
+from crmd.engine.recorder import Recorder
+from crmd.store import queue
+from crmd.store.queue import Item, NewItem, RetryPolicy
+from crmd.store.sql import queries, sources
 
 log = structlog.get_logger("crmd.engine")
 

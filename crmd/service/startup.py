@@ -8,10 +8,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from crmd import db, migrate
-from crmd.accounts import build_accounts, close_accounts, preload_budgets
 from crmd.config import Settings
-from crmd.engine import Engine, Stats
+from crmd.crm.accounts import build_accounts, close_accounts, preload_budgets
+from crmd.engine.loop import Engine, Stats
+from crmd.store import db, migrate
 
 
 class SchemaOutdated(Exception):

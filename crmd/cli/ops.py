@@ -19,9 +19,11 @@ from typing import Any
 import aiohttp
 import asyncpg
 
-from crmd import db, logs, ops
+from crmd import ops
 from crmd.cli import EX_CONFIG, EX_OK, EX_USAGE, run_async, settings_or_exit
 from crmd.config import ENTITIES, Settings
+from crmd.service import logs
+from crmd.store import db
 
 _SINCE = re.compile(r"^(\d+)d?$")
 

@@ -14,8 +14,8 @@ from typing import Any
 import asyncpg
 import structlog
 
-from crmd import db
 from crmd.config import DatabaseSettings
+from crmd.store import db
 
 CHANNEL = "crm_sync"
 log = structlog.get_logger("crmd.listener")

@@ -27,7 +27,7 @@ CONTENT_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
 
 
 def _read(name: str) -> str:
-    return resources.files("crmd").joinpath("web", name).read_text(encoding="utf-8")
+    return resources.files("crmd.admin.web").joinpath(name).read_text(encoding="utf-8")
 
 
 def asset(name: str) -> tuple[bytes, str] | None:

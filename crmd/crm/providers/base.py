@@ -14,7 +14,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from crmd.transport import Transport
+    from crmd.crm.transport import Transport
 
 Row = Mapping[str, Any]
 Payload = dict[str, Any]

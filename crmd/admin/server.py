@@ -30,15 +30,15 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from crmd import ops
-from crmd.accounts import Account
+from crmd.admin.metrics import Metrics, Reloads
+from crmd.admin.web import asset, render_page
 from crmd.config import Settings
-from crmd.engine import Stats
-from crmd.metrics import Metrics, Reloads
-from crmd.timers import TimerInfo, for_display
-from crmd.web import asset, render_page
+from crmd.crm.accounts import Account
+from crmd.engine.loop import Stats
+from crmd.service.timers import TimerInfo, for_display
 
 if TYPE_CHECKING:
-    from crmd.daemon import Daemon
+    from crmd.service.daemon import Daemon
 
 __all__ = ["AdminContext", "AdminServer", "TimerInfo", "start_admin", "start_for_daemon"]
 
@@ -376,11 +376,11 @@ def _dumps(value: Any) -> str:
 
 async def _serve_standalone(config: str | None) -> int:
     """The admin endpoint without the sync engine, for manual checks (accounts idle)."""
-    from crmd import db
-    from crmd.accounts import build_accounts, close_accounts
     from crmd.cli import EX_CONFIG, print_config_error
     from crmd.config import ConfigError, load_settings
-    from crmd.daemon import ReloadInfo
+    from crmd.crm.accounts import build_accounts, close_accounts
+    from crmd.service.daemon import ReloadInfo
+    from crmd.store import db
 
     try:
         settings, _ = load_settings(config)
@@ -413,7 +413,7 @@ async def _serve_standalone(config: str | None) -> int:
 
 def main() -> None:
     from crmd.cli import run_async
-    from crmd.logs import configure
+    from crmd.service.logs import configure
 
     parser = argparse.ArgumentParser(
         prog="python -m crmd.admin",

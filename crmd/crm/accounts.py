@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from crmd import providers
 from crmd.config import CrmAccountSettings, Settings
-from crmd.limiter import RateLimiter
-from crmd.providers.base import Provider
-from crmd.sql import queries
+from crmd.crm import providers
+from crmd.crm.limiter import RateLimiter
+from crmd.crm.providers.base import Provider
+from crmd.store.sql import queries
 
 log = structlog.get_logger("crmd.accounts")
 

@@ -17,8 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from crmd.config import CrmAccountSettings
-from crmd.limiter import RateLimiter
-from crmd.providers.base import (
+from crmd.crm.limiter import RateLimiter
+from crmd.crm.providers.base import (
     CrmError,
     Dependencies,
     ErrorKind,
@@ -26,7 +26,7 @@ from crmd.providers.base import (
     Prepared,
     Row,
 )
-from crmd.transport import Response, Transport
+from crmd.crm.transport import Response, Transport
 
 SUPPORTED = ("clientes", "produtos", "vendas")
 # Where each entity's natural key is searched: list filter name and the record field it matches.

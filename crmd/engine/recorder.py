@@ -15,8 +15,8 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from crmd.outcome import Entry, Settled, record_many
-from crmd.queue import RetryPolicy
+from crmd.engine.outcome import Entry, Settled, record_many
+from crmd.store.queue import RetryPolicy
 
 log = structlog.get_logger("crmd.recorder")
 

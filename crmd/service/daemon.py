@@ -20,14 +20,15 @@ import asyncpg
 import structlog
 import uvloop
 
-from crmd import db, logs, migrate
-from crmd.accounts import Account, build_accounts, close_accounts, preload_budgets
 from crmd.config import ConfigError, Settings, effective, load_settings
-from crmd.engine import Engine
-from crmd.listener import Listener, sleep_or_stop
-from crmd.notify import Notifier
-from crmd.sql import queries
-from crmd.timers import Action, Timers
+from crmd.crm.accounts import Account, build_accounts, close_accounts, preload_budgets
+from crmd.engine.loop import Engine
+from crmd.service import logs
+from crmd.service.listener import Listener, sleep_or_stop
+from crmd.service.notify import Notifier
+from crmd.service.timers import Action, Timers
+from crmd.store import db, migrate
+from crmd.store.sql import queries
 
 log = structlog.get_logger("crmd.daemon")
 
@@ -340,7 +341,7 @@ class Daemon:
     async def _start_admin(self) -> None:
         """The admin HTTP endpoint, when the module that provides it is present."""
         try:
-            from crmd import admin
+            from crmd.admin import server as admin
         except ImportError:
             return
         self.admin = await admin.start_for_daemon(self)
