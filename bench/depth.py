@@ -1,10 +1,10 @@
 """Scenario 4: queue depth. Does claiming stay cheap as finished rows pile up?
 
 One database: 100 thousand pending items (distinct records, as the unique pending index demands),
-then 10 thousand done rows; time `crmd.queue.claim` of a batch of 100, many times (each claimed
+then 10 thousand done rows; time `crmd.store.queue.claim` of a batch of 100, many times (each claimed
 batch is then marked done, untimed, so every claim sees the same queue). Then the done rows grow
 to 1 million (quick: 100 thousand) and the claims are timed again. Finally, the time
-`crmd.queue.enqueue_many` takes to enqueue 1 million new items (quick: 50 thousand), in chunks of
+`crmd.store.queue.enqueue_many` takes to enqueue 1 million new items (quick: 50 thousand), in chunks of
 100 thousand.
 """
 
@@ -16,8 +16,8 @@ import time
 import asyncpg
 
 from bench.scenario import Context, Outcome
+from crmd.model import NewItem
 from crmd.store import queue
-from crmd.store.queue import NewItem
 
 PENDING = 100_000
 SMALL_DONE = 10_000

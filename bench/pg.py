@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import psutil
 
+from crmd.dev.schema import REFERENCE_ERP
 from crmd.store import migrate
 
 
@@ -70,7 +71,7 @@ class PgServer:
             if template is None:
                 conn = await asyncpg.connect(dsn)
                 try:
-                    await migrate.migrate(conn, reference_erp=True)
+                    await migrate.migrate(conn, [REFERENCE_ERP])
                 finally:
                     await conn.close()
             yield Database(name, dsn)

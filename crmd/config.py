@@ -7,6 +7,7 @@ that names the key instead of a setting silently left at its default.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import zoneinfo
 from pathlib import Path
@@ -24,9 +25,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from crmd.model import ENTITIES, Entity, RetryPolicy
+
 DEFAULT_CONFIG_PATH = Path("/etc/crmd/config.toml")
-ENTITIES = ("clientes", "produtos", "vendas", "atividades")
-Entity = Literal["clientes", "produtos", "vendas", "atividades"]
+_PARAMETER = re.compile(r"\$\d")
 
 
 class ConfigError(Exception):
@@ -91,6 +93,15 @@ class QueueSettings(_Section):
     retry_max_delay_seconds: float = Field(3600.0, gt=0)
     retry_jitter: float = Field(0.1, ge=0, le=1)
     poll_interval_seconds: float = Field(30.0, gt=0)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            self.max_attempts,
+            self.retry_initial_delay_seconds,
+            self.retry_multiplier,
+            self.retry_max_delay_seconds,
+            self.retry_jitter,
+        )
 
 
 class RateLimit(_Section):
@@ -168,22 +179,49 @@ class SyncSettings(_Section):
 
 
 class SourcesSettings(_Section):
-    """Per entity, a query returning the ERP rows of the ids in $1 (empty: the default)."""
+    """How crmd reads the ERP: one query per job, empty for the reference schema's (see
+    `crmd/store/sql/erp.sql`).
+
+    `<entidade>`: the rows of the records whose ids are in $1 (an array), with the columns the
+    provider maps. `<entidade>_enqueue`: every record `crmd enqueue` and the full sync put in
+    the queue, as columns `loja_id`, `id` and `data` (the date `--since` filters on), with no
+    parameters: crmd adds the filters and reads it in chunks. `lojas`: every loja's `id`.
+    """
 
     clientes: str = ""
     produtos: str = ""
     vendas: str = ""
     atividades: str = ""
+    clientes_enqueue: str = ""
+    produtos_enqueue: str = ""
+    vendas_enqueue: str = ""
+    atividades_enqueue: str = ""
+    lojas: str = ""
 
-    @field_validator("clientes", "produtos", "vendas", "atividades")
+    @field_validator(*ENTITIES)
     @classmethod
-    def _query(cls, value: str) -> str:
+    def _load_query(cls, value: str) -> str:
         if value and "$1" not in value:
             raise ValueError("the query must filter on $1, the array of ids to load")
         return value
 
-    def query(self, entidade: str) -> str | None:
-        return getattr(self, entidade) or None
+    @field_validator(*(f"{e}_enqueue" for e in ENTITIES), "lojas")
+    @classmethod
+    def _listing_query(cls, value: str) -> str:
+        if _PARAMETER.search(value):
+            raise ValueError("the query takes no parameters ($1...): crmd adds the filters")
+        return value
+
+    def load_query(self, entidade: str) -> str | None:
+        """The configured query that loads records by id, None for the default."""
+        return str(getattr(self, entidade)) or None
+
+    def enqueue_query(self, entidade: str) -> str | None:
+        """The configured query that lists the records to enqueue, None for the default."""
+        return str(getattr(self, f"{entidade}_enqueue")) or None
+
+    def lojas_query(self) -> str | None:
+        return self.lojas or None
 
 
 class CleanupSettings(_Section):
@@ -225,15 +263,22 @@ class AdminSettings(_Section):
     @classmethod
     def _listen(cls, value: str) -> str:
         if value:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"{value!r} is not HOST:PORT (empty switches it off)")
+            split_hostport(value)
         return value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
         self._load_secret_files("token")
         return self
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    """HOST:PORT (IPv6 in brackets) as (host, port); port 0 picks a free one. ValueError
+    naming the value otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT (empty switches it off)")
+    return host.strip("[]"), int(port)
 
 
 class LogSettings(_Section):

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from crmd.dev.schema import REFERENCE_ERP
 from crmd.store import migrate
 
 
@@ -53,7 +54,7 @@ async def _create_template(admin_dsn: str, name: str, server: PgServer) -> None:
         await conn.close()
     conn = await asyncpg.connect(server.dsn_for(name))
     try:
-        await migrate.migrate(conn, reference_erp=True)
+        await migrate.migrate(conn, [REFERENCE_ERP])
     finally:
         await conn.close()
 

@@ -14,13 +14,14 @@ import aiohttp
 import asyncpg
 import pytest
 
-from crmd.admin.server import AdminContext, AdminServer, TimerInfo, start_admin
+from crmd.admin.server import AdminServer, start_admin
 from crmd.config import Settings
 from crmd.crm import transport
 from crmd.crm.accounts import Account, build_accounts, close_accounts
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
-from crmd.engine.loop import Stats
-from crmd.service.daemon import ReloadInfo
+from crmd.engine.work import Stats
+from crmd.ops.schedule import TimerInfo
+from crmd.service.view import DaemonView, ReloadInfo
 
 TOKEN = "s3cret-admin-token"
 
@@ -30,7 +31,7 @@ class Harness:
     """A running admin server and the knobs a test turns."""
 
     server: AdminServer
-    ctx: AdminContext
+    ctx: DaemonView
     session: aiohttp.ClientSession
     conn: asyncpg.Connection
     accounts: dict[str, Account]
@@ -92,7 +93,7 @@ async def start(
     async def timers() -> list[TimerInfo]:
         return holder["h"].timers
 
-    ctx = AdminContext(
+    ctx = DaemonView(
         pool=lambda: pool,
         settings=lambda: holder["h"].settings,
         accounts=lambda: holder["h"].accounts,
@@ -186,7 +187,7 @@ async def test_readyz_is_503_and_status_503_when_the_database_is_gone(
 
 
 async def test_disabled_when_listen_is_empty(pool: asyncpg.Pool) -> None:
-    ctx = AdminContext(
+    ctx = DaemonView(
         pool=lambda: pool,
         settings=Settings,
         accounts=dict,
@@ -202,7 +203,7 @@ async def test_a_busy_port_is_an_error(admin: Harness) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        ctx = AdminContext(
+        ctx = DaemonView(
             pool=lambda: None,  # type: ignore[arg-type, return-value]
             settings=Settings,
             accounts=dict,

@@ -30,6 +30,7 @@ import pytest
 
 from crmd.dev.devcrm.ledger import LedgerEntry, max_in_window
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
+from crmd.dev.schema import REFERENCE_ERP
 from crmd.store import migrate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -659,7 +660,7 @@ async def test_postgres_restart_under_a_running_daemon(
     dsn = str(private_pg.get_uri("postgres"))
     conn = await asyncpg.connect(dsn)
     try:
-        await migrate.migrate(conn, reference_erp=True)
+        await migrate.migrate(conn, [REFERENCE_ERP])
         await add_loja(conn)
     finally:
         await conn.close()

@@ -16,10 +16,11 @@ from typing import Any
 import asyncpg
 import pytest
 
-from crmd.admin.server import AdminContext, AdminServer, TimerInfo, start_admin
+from crmd.admin.server import AdminServer, start_admin
 from crmd.config import Settings
 from crmd.crm.accounts import build_accounts, close_accounts
-from crmd.service.daemon import ReloadInfo
+from crmd.ops.schedule import TimerInfo
+from crmd.service.view import DaemonView, ReloadInfo
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -65,7 +66,7 @@ async def server(pool: asyncpg.Pool, db_dsn: str) -> AsyncIterator[AdminServer]:
     async def timer_info() -> list[TimerInfo]:
         return timers
 
-    ctx = AdminContext(
+    ctx = DaemonView(
         pool=lambda: pool,
         settings=lambda: settings,
         accounts=lambda: accounts,

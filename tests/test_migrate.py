@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from crmd.dev.schema import REFERENCE_ERP
 from crmd.store import migrate
 from tests.conftest import PgServer, run_crmd
 
@@ -57,9 +58,9 @@ async def test_reference_erp_is_optional_and_added_later(empty_dsn: str) -> None
     conn = await asyncpg.connect(empty_dsn)
     try:
         await migrate.migrate(conn)
-        added = await migrate.migrate(conn, reference_erp=True)
+        added = await migrate.migrate(conn, [REFERENCE_ERP])
         assert [(m.conjunto, m.version) for m in added] == [("reference_erp", 1)]
-        assert await migrate.migrate(conn, reference_erp=True) == []
+        assert await migrate.migrate(conn, [REFERENCE_ERP]) == []
     finally:
         await conn.close()
     assert {"lojas", "clientes", "produtos", "vendas", "venda_itens", "atividades"} <= (
@@ -70,11 +71,11 @@ async def test_reference_erp_is_optional_and_added_later(empty_dsn: str) -> None
 async def test_concurrent_migrations_apply_each_file_once(empty_dsn: str) -> None:
     conns = [await asyncpg.connect(empty_dsn) for _ in range(4)]
     try:
-        results = await asyncio.gather(*(migrate.migrate(c, reference_erp=True) for c in conns))
+        results = await asyncio.gather(*(migrate.migrate(c, [REFERENCE_ERP]) for c in conns))
         applied = sorted((m.conjunto, m.version) for r in results for m in r)
         expected = sorted(
             (m.conjunto, m.version)
-            for s in (migrate.CORE, migrate.REFERENCE_ERP)
+            for s in (migrate.CORE, REFERENCE_ERP)
             for m in migrate.available(s)
         )
         assert applied == expected

@@ -14,8 +14,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from crmd import cli, ops
-from crmd.config import CleanupSettings
+from crmd import cli
+from crmd.config import CleanupSettings, SourcesSettings
+from crmd.ops import cleanup, enqueue, failures, status
+from crmd.ops.checks import InvalidRequest
+
+SOURCES = SourcesSettings()
 
 # --- data -------------------------------------------------------------------------------------
 
@@ -108,8 +112,8 @@ async def test_enqueue_clientes_takes_active_not_deleted_and_counts_per_loja(
     await make_clientes(conn, 2, 3)
     await empty_queue(conn)
 
-    result = await ops.enqueue_entities(
-        conn, "clientes", lojas=None, since_days=None, priority=None
+    result = await enqueue.enqueue_entities(
+        conn, "clientes", SOURCES, lojas=None, since_days=None, priority=None
     )
 
     assert result.per_loja == {1: 5, 2: 3, 3: 0}
@@ -125,11 +129,15 @@ async def test_enqueue_coalesces_with_pending_items_and_keeps_the_higher_priorit
     await make_lojas(conn, 1)
     await make_clientes(conn, 1, 4)  # the ERP trigger already enqueued them at priority 3
 
-    low = await ops.enqueue_entities(conn, "clientes", lojas=[1], since_days=None, priority=1)
+    low = await enqueue.enqueue_entities(
+        conn, "clientes", SOURCES, lojas=[1], since_days=None, priority=1
+    )
     assert (low.total, low.created) == (4, 0)
     assert {r["prioridade"] for r in await pending(conn, "clientes")} == {3}
 
-    high = await ops.enqueue_entities(conn, "clientes", lojas=[1], since_days=None, priority=9)
+    high = await enqueue.enqueue_entities(
+        conn, "clientes", SOURCES, lojas=[1], since_days=None, priority=9
+    )
     assert (high.total, high.created) == (4, 0)
     rows = await pending(conn, "clientes")
     assert len(rows) == 4
@@ -144,12 +152,16 @@ async def test_enqueue_vendas_defaults_to_the_last_30_days_at_priority_5(
     await make_vendas(conn, 2, [1, 45])
     await empty_queue(conn)
 
-    result = await ops.enqueue_entities(conn, "vendas", lojas=None, since_days=None, priority=None)
+    result = await enqueue.enqueue_entities(
+        conn, "vendas", SOURCES, lojas=None, since_days=None, priority=None
+    )
     assert result.per_loja == {1: 3, 2: 1}
     assert {r["prioridade"] for r in await pending(conn, "vendas")} == {5}
 
     await empty_queue(conn)
-    wider = await ops.enqueue_entities(conn, "vendas", lojas=[2], since_days=60, priority=None)
+    wider = await enqueue.enqueue_entities(
+        conn, "vendas", SOURCES, lojas=[2], since_days=60, priority=None
+    )
     assert wider.per_loja == {2: 2}
     assert [r["loja_id"] for r in await pending(conn, "vendas")] == [2, 2]
 
@@ -166,11 +178,11 @@ async def test_enqueue_produtos_and_atividades(conn: asyncpg.Connection) -> None
     )
     await empty_queue(conn)
 
-    produtos = await ops.enqueue_entities(
-        conn, "produtos", lojas=None, since_days=None, priority=None
+    produtos = await enqueue.enqueue_entities(
+        conn, "produtos", SOURCES, lojas=None, since_days=None, priority=None
     )
-    atividades = await ops.enqueue_entities(
-        conn, "atividades", lojas=None, since_days=None, priority=None
+    atividades = await enqueue.enqueue_entities(
+        conn, "atividades", SOURCES, lojas=None, since_days=None, priority=None
     )
 
     assert produtos.per_loja == {1: 1}
@@ -181,15 +193,15 @@ async def test_enqueue_produtos_and_atividades(conn: asyncpg.Connection) -> None
 async def test_enqueue_works_in_chunks_and_reports_progress(
     conn: asyncpg.Connection, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(ops, "ENQUEUE_CHUNK", 7)
+    monkeypatch.setattr(enqueue, "ENQUEUE_CHUNK", 7)
     await make_lojas(conn, 1, 2)
     await make_clientes(conn, 1, 20)
     await make_clientes(conn, 2, 10)
     await empty_queue(conn)
     seen: list[int] = []
 
-    result = await ops.enqueue_entities(
-        conn, "clientes", lojas=None, since_days=None, priority=None, progress=seen.append
+    result = await enqueue.enqueue_entities(
+        conn, "clientes", SOURCES, lojas=None, since_days=None, priority=None, progress=seen.append
     )
 
     assert result.total == 30
@@ -206,8 +218,8 @@ async def test_enqueue_is_fast_in_bulk(conn: asyncpg.Connection) -> None:
     await conn.execute("ALTER TABLE clientes ENABLE TRIGGER clientes_crm")
 
     start = time.perf_counter()
-    result = await ops.enqueue_entities(
-        conn, "clientes", lojas=None, since_days=None, priority=None
+    result = await enqueue.enqueue_entities(
+        conn, "clientes", SOURCES, lojas=None, since_days=None, priority=None
     )
     elapsed = time.perf_counter() - start
 
@@ -234,8 +246,8 @@ async def test_enqueue_names_bad_input(conn: asyncpg.Connection) -> None:
             **kwargs,
         }
         entidade = args.pop("entidade")
-        with pytest.raises(ops.InvalidRequest, match=message):
-            await ops.enqueue_entities(conn, entidade, **args)
+        with pytest.raises(InvalidRequest, match=message):
+            await enqueue.enqueue_entities(conn, entidade, SOURCES, **args)
 
 
 # --- status -----------------------------------------------------------------------------------
@@ -257,9 +269,7 @@ async def test_status_reports_queue_rates_and_recent_errors(conn: asyncpg.Connec
     await add_log(conn, "erro", ago="25 hours", n=1, message="fora da janela")
     for i in range(12):
         await add_log(conn, "erro", ago=f"{i + 1} seconds", message=f"erro {i}")
-    info = [{"name": "default", "paused": True, "paused_until": "x", "reason": "429", "limits": []}]
-
-    report = await ops.status(conn, info)
+    report = (await status.report(conn)).model_dump(mode="json")
 
     q = report["queue"]
     assert q["pending"] == {"clientes": 2, "produtos": 0, "vendas": 1, "atividades": 0}
@@ -275,12 +285,12 @@ async def test_status_reports_queue_rates_and_recent_errors(conn: asyncpg.Connec
     assert report["last_hour"] == {"attempts": 18, "succeeded": 6}
     assert [e["mensagem"] for e in report["recent_errors"]] == [f"erro {i}" for i in range(10)]
     assert report["recent_errors"][0]["http_status"] == 422
-    assert report["accounts"] == info
+    assert report["accounts"] is None  # known only inside the daemon
     json.dumps(report)  # all of it is JSON as it is
 
 
 async def test_status_of_an_empty_queue(conn: asyncpg.Connection) -> None:
-    report = await ops.status(conn)
+    report = (await status.report(conn)).model_dump(mode="json")
     assert report["queue"]["pending_total"] == 0
     assert report["queue"]["oldest_pending_age_seconds"] is None
     assert report["last_24h"]["success_rate"] is None
@@ -301,7 +311,7 @@ async def test_status_is_fast_on_a_big_queue(conn: asyncpg.Connection) -> None:
     await conn.execute("ANALYZE crm_sync_log")
 
     start = time.perf_counter()
-    report = await ops.status(conn)
+    report = (await status.report(conn)).model_dump(mode="json")
     elapsed = time.perf_counter() - start
 
     assert report["queue"]["pending_total"] == 20_000
@@ -323,13 +333,13 @@ async def test_failed_lists_failed_items_newest_first_with_their_error(
         second,
     )
 
-    items = await ops.failed(conn)
+    items = await failures.failed(conn)
     assert [i["id"] for i in items] == [second, first]
     assert items[1]["ultimo_erro"] == "HTTP 404: CPF inválido"
-    assert [i["id"] for i in await ops.failed(conn, "clientes")] == [first]
-    assert len(await ops.failed(conn, limit=1)) == 1
-    with pytest.raises(ops.InvalidRequest, match="limit must be"):
-        await ops.failed(conn, limit=0)
+    assert [i["id"] for i in await failures.failed(conn, "clientes")] == [first]
+    assert len(await failures.failed(conn, limit=1)) == 1
+    with pytest.raises(InvalidRequest, match="limit must be"):
+        await failures.failed(conn, limit=0)
 
 
 async def test_retry_by_id_makes_items_pending_now_with_fresh_attempts_and_wakes_workers(
@@ -341,7 +351,7 @@ async def test_retry_by_id_makes_items_pending_now_with_fresh_attempts_and_wakes
     woken = asyncio.Event()
     await listener.add_listener("crm_sync", lambda *_: woken.set())
     try:
-        assert await ops.retry(conn, ids=[a]) == 1
+        assert await failures.retry(conn, ids=[a]) == 1
         await asyncio.wait_for(woken.wait(), 5)
     finally:
         await listener.close()
@@ -363,11 +373,11 @@ async def test_retry_by_entity_and_all(conn: asyncpg.Connection) -> None:
     await make_failed(conn, "vendas", 1)
     await make_failed(conn, "vendas", 2)
 
-    assert await ops.retry(conn, entidade="vendas") == 2
-    assert [i["entidade"] for i in await ops.failed(conn)] == ["clientes"]
-    assert await ops.retry(conn, all_failed=True) == 1
-    assert await ops.failed(conn) == []
-    assert await ops.retry(conn, all_failed=True) == 0
+    assert await failures.retry(conn, entidade="vendas") == 2
+    assert [i["entidade"] for i in await failures.failed(conn)] == ["clientes"]
+    assert await failures.retry(conn, all_failed=True) == 1
+    assert await failures.failed(conn) == []
+    assert await failures.retry(conn, all_failed=True) == 0
 
 
 async def test_retry_folds_into_a_pending_item_of_the_same_record(
@@ -379,7 +389,7 @@ async def test_retry_folds_into_a_pending_item_of_the_same_record(
     await conn.execute("SELECT crm_enqueue(1, 'clientes', 7, 3)")
     waiting = await conn.fetchval("SELECT id FROM crm_sync_queue WHERE estado = 'pendente'")
 
-    assert await ops.retry(conn, all_failed=True) == 3
+    assert await failures.retry(conn, all_failed=True) == 3
 
     rows = await conn.fetch("SELECT id, entidade, estado, prioridade FROM crm_sync_queue")
     # One pending item per record, no failed ones left: the waiting cliente took the priority of
@@ -403,8 +413,8 @@ async def test_retry_names_bad_input(conn: asyncpg.Connection) -> None:
         ({"entidade": "pedidos"}, "unknown entidade 'pedidos'"),
     ]
     for kwargs, message in cases:
-        with pytest.raises(ops.InvalidRequest, match=message):
-            await ops.retry(conn, **kwargs)
+        with pytest.raises(InvalidRequest, match=message):
+            await failures.retry(conn, **kwargs)
 
 
 # --- cleanup ----------------------------------------------------------------------------------
@@ -424,16 +434,16 @@ async def test_cleanup_removes_old_log_rows_and_old_done_items_in_batches(
     )
     settings = CleanupSettings(batch_size=3)
 
-    dry = await ops.cleanup(conn, settings, dry_run=True)
+    dry = await cleanup.cleanup(conn, settings, dry_run=True)
     assert (dry.log_rows, dry.queue_rows, dry.dry_run) == (10, 4, True)
     assert await conn.fetchval("SELECT count(*) FROM crm_sync_log") == 12
 
-    done = await ops.cleanup(conn, settings)
+    done = await cleanup.cleanup(conn, settings)
     assert (done.log_rows, done.queue_rows) == (10, 4)
     assert await conn.fetchval("SELECT count(*) FROM crm_sync_log") == 2
     left = await conn.fetch("SELECT estado, count(*) FROM crm_sync_queue GROUP BY estado")
     assert {r["estado"]: r["count"] for r in left} == {"concluido": 4, "falhou": 4}
-    again = await ops.cleanup(conn, settings)
+    again = await cleanup.cleanup(conn, settings)
     assert (again.log_rows, again.queue_rows) == (0, 0)
 
 

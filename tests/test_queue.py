@@ -8,9 +8,35 @@ import random
 import asyncpg
 import pytest
 
+from crmd.model import Entry, Item, NewItem, Outcome, RetryPolicy, Settled
 from crmd.store import queue
-from crmd.store.queue import NewItem, RetryPolicy
 from crmd.store.sql import queries
+
+DONE = Outcome.synced("ext-1", "hash", "ok")
+
+
+async def enqueue(conn: asyncpg.Connection, item: NewItem) -> None:
+    """As a producer does: through crm_enqueue()."""
+    await conn.execute(
+        "SELECT crm_enqueue($1, $2, $3, $4, $5)",
+        item.loja_id,
+        item.entidade,
+        item.entidade_id,
+        item.priority,
+        item.acao,
+    )
+
+
+async def settle(
+    conn: asyncpg.Connection, item: Item, outcome: Outcome, policy: RetryPolicy | None = None
+) -> Settled:
+    """One outcome through the engine's one settle path."""
+    [result] = await queue.settle(conn, [Entry(item, "default", outcome)], policy or RetryPolicy())
+    return result
+
+
+def retry_after(seconds: float) -> RetryPolicy:
+    return RetryPolicy(initial_delay=seconds, jitter=0)
 
 
 async def pending_rows(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -60,7 +86,7 @@ async def test_enqueue_sends_notify_at_commit(conn: asyncpg.Connection, db_dsn: 
     await listener.add_listener("crm_sync", lambda *args: got.put_nowait(args[2]))
     try:
         async with conn.transaction():
-            await queue.enqueue(conn, NewItem(1, "clientes", 1))
+            await enqueue(conn, NewItem(1, "clientes", 1))
             await asyncio.sleep(0.05)
             assert got.empty(), "NOTIFY must wait for the commit"
         assert await asyncio.wait_for(got.get(), 2) == "crm_sync"
@@ -71,38 +97,38 @@ async def test_enqueue_sends_notify_at_commit(conn: asyncpg.Connection, db_dsn: 
 async def test_enqueue_again_while_pending_coalesces_at_higher_priority(
     conn: asyncpg.Connection,
 ) -> None:
-    await queue.enqueue(conn, NewItem(1, "clientes", 10, prioridade=3))
-    await queue.enqueue(conn, NewItem(1, "clientes", 10, prioridade=5))
-    await queue.enqueue(conn, NewItem(1, "clientes", 10, prioridade=1))
+    await enqueue(conn, NewItem(1, "clientes", 10, prioridade=3))
+    await enqueue(conn, NewItem(1, "clientes", 10, prioridade=5))
+    await enqueue(conn, NewItem(1, "clientes", 10, prioridade=1))
     [row] = await pending_rows(conn)
     assert row["prioridade"] == 5
     # Another loja's record with the same id is another record.
-    await queue.enqueue(conn, NewItem(2, "clientes", 10))
+    await enqueue(conn, NewItem(2, "clientes", 10))
     assert len(await pending_rows(conn)) == 2
 
 
 async def test_coalescing_keeps_the_newest_action(conn: asyncpg.Connection) -> None:
-    await queue.enqueue(conn, NewItem(1, "produtos", 3))
-    await queue.enqueue(conn, NewItem(1, "produtos", 3, acao="delete"))
+    await enqueue(conn, NewItem(1, "produtos", 3))
+    await enqueue(conn, NewItem(1, "produtos", 3, acao="delete"))
     [row] = await pending_rows(conn)
     assert row["acao"] == "delete"
 
 
 async def test_change_while_in_flight_gets_a_new_pending_item(conn: asyncpg.Connection) -> None:
-    await queue.enqueue(conn, NewItem(1, "clientes", 10))
+    await enqueue(conn, NewItem(1, "clientes", 10))
     [claimed] = await queue.claim(conn, 10, 60)
-    await queue.enqueue(conn, NewItem(1, "clientes", 10))
+    await enqueue(conn, NewItem(1, "clientes", 10))
     [new] = await pending_rows(conn)
     assert new["id"] != claimed.id
     # The in-flight one finishes; the new one is still there to send the newer data.
-    assert await queue.complete(conn, claimed)
+    assert await settle(conn, claimed, DONE) == "done"
     assert [r["id"] for r in await pending_rows(conn)] == [new["id"]]
 
 
 async def test_concurrent_producers_of_one_record_leave_one_item(pool: asyncpg.Pool) -> None:
     async def produce(prio: int) -> None:
         async with pool.acquire() as c, c.transaction():
-            await queue.enqueue(c, NewItem(1, "vendas", 99, prioridade=prio))
+            await enqueue(c, NewItem(1, "vendas", 99, prioridade=prio))
             await asyncio.sleep(0.01)
 
     await asyncio.gather(*(produce(p) for p in range(1, 9)))
@@ -132,7 +158,7 @@ async def test_claim_takes_highest_priority_then_oldest(conn: asyncpg.Connection
         ("vendas", 5),
         ("produtos", 6),
     ]:
-        await queue.enqueue(conn, NewItem(1, entidade, ident))
+        await enqueue(conn, NewItem(1, entidade, ident))
     first = await queue.claim(conn, 3, 60)
     assert [(i.entidade, i.entidade_id) for i in first] == [
         ("vendas", 3),
@@ -149,9 +175,11 @@ async def test_claim_takes_highest_priority_then_oldest(conn: asyncpg.Connection
 
 
 async def test_claim_skips_items_not_yet_due(conn: asyncpg.Connection) -> None:
-    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    await enqueue(conn, NewItem(1, "clientes", 1))
     [item] = await queue.claim(conn, 10, 60)
-    assert await queue.reschedule(conn, item, 30, "boom")
+    assert (
+        await settle(conn, item, Outcome.failed("boom", retryable=True), retry_after(30)) == "retry"
+    )
     assert await queue.claim(conn, 10, 60) == []
     assert 25 < (await queue.next_due_in(conn) or 0) <= 30
     await make_due(conn)
@@ -185,31 +213,60 @@ async def test_concurrent_claimers_never_share_an_item_and_take_them_all(
 async def test_expired_lease_makes_item_claimable_and_stale_token_is_rejected(
     conn: asyncpg.Connection,
 ) -> None:
-    await queue.enqueue(conn, NewItem(1, "clientes", 5))
+    await enqueue(conn, NewItem(1, "clientes", 5))
     [old] = await queue.claim(conn, 10, 60)
     assert await queue.claim(conn, 10, 60) == []  # leased
     await expire_leases(conn)
     [new] = await queue.claim(conn, 10, 60)
     assert new.id == old.id and new.lease_token != old.lease_token
     assert new.tentativas == 2
-    # The first worker comes back late: every settling call with its token changes nothing.
-    assert not await queue.complete(conn, old)
-    assert not await queue.fail(conn, old, "late")
-    assert not await queue.release(conn, old)
-    assert await queue.fail_or_retry(conn, old, "late", RetryPolicy(), retryable=True) == "stale"
+    # The first worker comes back late: every kind of outcome with its token changes nothing.
+    late = [
+        DONE,
+        Outcome.failed("late", retryable=False),
+        Outcome.failed("late", retryable=True),
+        Outcome.released(),
+        Outcome.deferred("aguardando", 5),
+        Outcome.postponed("429", 5, http_status=429),
+    ]
+    assert await queue.settle(conn, [Entry(old, "default", o) for o in late], RetryPolicy()) == [
+        "stale"
+    ] * len(late)
     row = await conn.fetchrow("SELECT * FROM crm_sync_queue WHERE id = $1", old.id)
     assert row["estado"] == "processando" and row["lease_token"] == new.lease_token
-    assert await queue.complete(conn, new)
+    assert await settle(conn, new, DONE) == "done"
+
+
+async def test_stale_lease_keeps_the_crm_facts_but_not_the_queue_state(
+    conn: asyncpg.Connection,
+) -> None:
+    """A late worker's create really happened at the CRM: its id and log row are kept, while the
+    item stays with the worker that holds it now."""
+    await enqueue(conn, NewItem(1, "clientes", 8))
+    [old] = await queue.claim(conn, 10, 60)
+    await expire_leases(conn)
+    [new] = await queue.claim(conn, 10, 60)
+    assert await settle(conn, old, Outcome.synced("crm-77", "h", "criado")) == "stale"
+    assert (
+        await conn.fetchval(
+            "SELECT external_id FROM crm_sync_map WHERE entidade = 'clientes' AND entidade_id = 8"
+        )
+        == "crm-77"
+    )
+    [log] = await conn.fetch("SELECT * FROM crm_sync_log")
+    assert (log["queue_id"], log["status"], log["external_id"]) == (old.id, "sucesso", "crm-77")
+    row = await conn.fetchrow("SELECT * FROM crm_sync_queue WHERE id = $1", new.id)
+    assert (row["estado"], row["lease_token"]) == ("processando", new.lease_token)
 
 
 async def test_record_in_flight_is_not_claimed_twice(conn: asyncpg.Connection) -> None:
-    await queue.enqueue(conn, NewItem(1, "clientes", 5))
+    await enqueue(conn, NewItem(1, "clientes", 5))
     [first] = await queue.claim(conn, 10, 60)
-    await queue.enqueue(conn, NewItem(1, "clientes", 5))  # a newer change, pending
-    await queue.enqueue(conn, NewItem(1, "clientes", 6))
+    await enqueue(conn, NewItem(1, "clientes", 5))  # a newer change, pending
+    await enqueue(conn, NewItem(1, "clientes", 6))
     claimed = await queue.claim(conn, 10, 60)
     assert [i.entidade_id for i in claimed] == [6], "the newer item waits for the first"
-    assert await queue.complete(conn, first)
+    assert await settle(conn, first, DONE) == "done"
     [second] = await queue.claim(conn, 10, 60)
     assert second.entidade_id == 5 and second.id != first.id
 
@@ -217,10 +274,12 @@ async def test_record_in_flight_is_not_claimed_twice(conn: asyncpg.Connection) -
 # --- settling ---------------------------------------------------------------------------------
 
 
-async def test_complete_marks_processed(conn: asyncpg.Connection) -> None:
-    await queue.enqueue(conn, NewItem(1, "vendas", 1))
+async def test_synced_outcome_marks_processed_and_stores_the_crm_id(
+    conn: asyncpg.Connection,
+) -> None:
+    await enqueue(conn, NewItem(1, "vendas", 1))
     [item] = await queue.claim(conn, 1, 60)
-    assert await queue.complete(conn, item)
+    assert await settle(conn, item, DONE) == "done"
     row = await conn.fetchrow("SELECT * FROM crm_sync_queue WHERE id = $1", item.id)
     assert row["estado"] == "concluido" and row["processado"] is True
     assert row["processado_em"] is not None and row["lease_token"] is None
@@ -230,13 +289,15 @@ async def test_retry_until_max_attempts_then_failed_with_last_error(
     conn: asyncpg.Connection,
 ) -> None:
     policy = RetryPolicy(max_attempts=3, initial_delay=2, multiplier=2, jitter=0)
-    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    await enqueue(conn, NewItem(1, "clientes", 1))
     outcomes = []
     for _ in range(3):
         await make_due(conn)
         [item] = await queue.claim(conn, 1, 60)
         outcomes.append(
-            await queue.fail_or_retry(conn, item, f"erro {item.tentativas}", policy, retryable=True)
+            await settle(
+                conn, item, Outcome.failed(f"erro {item.tentativas}", retryable=True), policy
+            )
         )
     assert outcomes == ["retry", "retry", "failed"]
     row = await conn.fetchrow("SELECT * FROM crm_sync_queue")
@@ -246,17 +307,19 @@ async def test_retry_until_max_attempts_then_failed_with_last_error(
 
 
 async def test_permanent_error_fails_at_once(conn: asyncpg.Connection) -> None:
-    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    await enqueue(conn, NewItem(1, "clientes", 1))
     [item] = await queue.claim(conn, 1, 60)
-    result = await queue.fail_or_retry(conn, item, "CPF inválido", RetryPolicy(), retryable=False)
-    assert result == "failed"
+    assert await settle(conn, item, Outcome.failed("CPF inválido", retryable=False)) == "failed"
     assert await conn.fetchval("SELECT tentativas FROM crm_sync_queue") == 1
 
 
 async def test_reschedule_sets_next_attempt_after_delay(conn: asyncpg.Connection) -> None:
-    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    await enqueue(conn, NewItem(1, "clientes", 1))
     [item] = await queue.claim(conn, 1, 60)
-    assert await queue.reschedule(conn, item, 8.0, "timeout")
+    assert (
+        await settle(conn, item, Outcome.failed("timeout", retryable=True), retry_after(8))
+        == "retry"
+    )
     wait = await conn.fetchval(
         "SELECT EXTRACT(EPOCH FROM proxima_tentativa - now())::float8 FROM crm_sync_queue"
     )
@@ -266,9 +329,9 @@ async def test_reschedule_sets_next_attempt_after_delay(conn: asyncpg.Connection
 async def test_release_gives_item_back_without_spending_the_attempt(
     conn: asyncpg.Connection,
 ) -> None:
-    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    await enqueue(conn, NewItem(1, "clientes", 1))
     [item] = await queue.claim(conn, 1, 60)
-    assert await queue.release(conn, item, reason="conta pausada")
+    assert await settle(conn, item, Outcome.released("conta pausada")) == "released"
     row = await conn.fetchrow("SELECT * FROM crm_sync_queue")
     assert (row["estado"], row["tentativas"], row["ultimo_erro"]) == (
         "pendente",
@@ -320,21 +383,24 @@ async def test_crm_enqueue_accepts_named_arguments(conn: asyncpg.Connection) -> 
 
 async def test_next_due_in_is_none_when_nothing_is_pending(conn: asyncpg.Connection) -> None:
     assert await queue.next_due_in(conn) is None
-    await queue.enqueue(conn, NewItem(1, "clientes", 1))
+    await enqueue(conn, NewItem(1, "clientes", 1))
     assert await queue.next_due_in(conn) == 0.0
     [item] = await queue.claim(conn, 1, 60)
     assert await queue.next_due_in(conn) is None
-    assert await queue.complete(conn, item)
+    assert await settle(conn, item, DONE) == "done"
     assert await queue.next_due_in(conn) is None
 
 
 async def test_requeue_merges_into_a_newer_pending_item_of_the_record(
     conn: asyncpg.Connection,
 ) -> None:
-    await queue.enqueue(conn, NewItem(1, "clientes", 7, prioridade=5))
+    await enqueue(conn, NewItem(1, "clientes", 7, prioridade=5))
     [item] = await queue.claim(conn, 1, 60)
-    await queue.enqueue(conn, NewItem(1, "clientes", 7, prioridade=2))  # a newer change
-    assert await queue.reschedule(conn, item, 30, "timeout")
+    await enqueue(conn, NewItem(1, "clientes", 7, prioridade=2))  # a newer change
+    assert (
+        await settle(conn, item, Outcome.failed("timeout", retryable=True), retry_after(30))
+        == "retry"
+    )
     [row] = await conn.fetch("SELECT * FROM crm_sync_queue")
     assert row["id"] != item.id, "the newer item carries the record forward"
     assert (row["estado"], row["prioridade"]) == ("pendente", 5)

@@ -11,12 +11,12 @@ import asyncpg
 from crmd.config import CrmAccountSettings
 from crmd.crm.limiter import RateLimiter
 from crmd.crm.providers.gestaoclick import GestaoClick
-from crmd.engine.loop import payload_hash
-from crmd.store.sql import queries, sources
+from crmd.engine.sync import payload_hash
+from crmd.store.sql import queries
 
 CONTA = "default"
 # The baselines' own statements: what a straightforward worker writes per item, in one
-# transaction (crmd itself does the same in one call of crm_sync_settle).
+# transaction (crmd itself does the same in one call of crm_sync_settle_v2).
 MAP_UPSERT = """
 INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash)
 VALUES ($1, $2, $3, $4, $5)
@@ -73,7 +73,7 @@ class Sender:
     ) -> bool:
         """Send one record and record the outcome (and settle `queue_id`, when given)."""
         start = time.perf_counter()
-        row = await conn.fetchrow(sources[entidade], [ident])
+        row = await conn.fetchrow(queries[f"load_{entidade}"], [ident])
         mapped = await conn.fetchrow(queries["map_for_batch"], CONTA, entidade, [ident])
         if row is None or mapped is None:
             raise RuntimeError(f"{entidade} {ident}: no ERP row or CRM id (bench data broken)")

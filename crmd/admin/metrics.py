@@ -1,54 +1,31 @@
 """Prometheus metrics for `/metrics`, in a registry of their own (tests can build several).
 
 Three kinds of source, each read the cheapest way:
-- every CRM request, as it finishes (an observer in `crmd.transport.observers`);
+- every CRM request, as it finishes (an observer in `crmd.crm.transport.observers`);
 - the daemon's memory at scrape time (engine counters, account budgets and pauses, reloads);
 - the database at scrape time (`refresh`): queue depth from a small partial index, timer runs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import asyncio
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol
 
 import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from crmd.config import ENTITIES
 from crmd.crm import transport
-from crmd.crm.accounts import Account
 from crmd.crm.transport import RequestEvent
-from crmd.engine.loop import Stats
-from crmd.service.timers import TimerInfo
-from crmd.store.sql import load, queries
+from crmd.model import ENTITIES
+from crmd.service.view import DaemonView
+from crmd.store import reports, timers
+from crmd.store.db import DB_ERRORS
 
-ops_sql = load("ops.sql")
 STATES = ("pendente", "processando", "falhou")
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 WAIT_BUCKETS = (0.0, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0)
-
-
-class Reloads(Protocol):
-    count: int
-    last_ok: bool | None
-    last_at: float | None
-
-
-class Source(Protocol):
-    """What the metrics read from the running daemon (AdminContext provides it)."""
-
-    @property
-    def accounts(self) -> Callable[[], Mapping[str, Account]]: ...
-    @property
-    def stats(self) -> Callable[[], Stats | None]: ...
-    @property
-    def ready(self) -> Callable[[], bool]: ...
-    @property
-    def reloads(self) -> Reloads: ...
-    @property
-    def timers(self) -> Callable[[], Awaitable[list[TimerInfo]]]: ...
 
 
 def status_class(status: int | None) -> str:
@@ -64,7 +41,7 @@ def entity_of(path: str) -> str:
 
 
 class Metrics:
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: DaemonView) -> None:
         self.source = source
         self.registry = CollectorRegistry()
         r = self.registry
@@ -151,10 +128,10 @@ class Metrics:
     async def refresh(self, pool: asyncpg.Pool) -> None:
         """Read what lives in the database; on failure report the database down, keep the rest."""
         try:
-            async with pool.acquire(timeout=2) as conn:
-                depth = await conn.fetch(ops_sql["queue_depth"], timeout=2)
-                runs = await conn.fetch(queries["timer_runs"], timeout=2)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            async with asyncio.timeout(4), pool.acquire() as conn:
+                depth = await reports.queue_depth(conn)
+                runs = await timers.runs(conn)
+        except DB_ERRORS:
             self.database_up.set(0)
             return
         self.database_up.set(1)
@@ -162,7 +139,7 @@ class Metrics:
         self._set_runs(runs)
         try:
             infos = await self.source.timers()
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except DB_ERRORS:
             return
         for info in infos:
             self.timer_next.labels(info.name).set(info.next_run.timestamp())
@@ -194,7 +171,7 @@ class Metrics:
 class _LiveCollector:
     """Metrics read from the daemon's memory at each scrape (no bookkeeping in between)."""
 
-    def __init__(self, source: Source) -> None:
+    def __init__(self, source: DaemonView) -> None:
         self.source = source
 
     def collect(self) -> Iterable[Metric]:

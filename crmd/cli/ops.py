@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import datetime
+import zoneinfo
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import asyncpg
+from pydantic import ValidationError
 
-from crmd import ops
-from crmd.cli import EX_CONFIG, EX_OK, EX_USAGE, run_async, settings_or_exit
-from crmd.config import ENTITIES, Settings
+from crmd.cli.common import Work, config_arg, settings_or_exit, with_connection
+from crmd.config import Settings, split_hostport
+from crmd.model import ENTITIES
+from crmd.ops import cleanup, enqueue, failures
+from crmd.ops.schedule import crons, timers_info
+from crmd.ops.status import AccountReport, StatusReport, format_age, report
 from crmd.service import logs
-from crmd.store import db
 
 _SINCE = re.compile(r"^(\d+)d?$")
 
@@ -38,7 +42,7 @@ def register(sub: Any) -> None:
         "had and the total. A record already waiting in the queue keeps one item, at the higher "
         "priority.",
     )
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("entidade", choices=ENTITIES, help="what to enqueue")
     p.add_argument(
         "--loja",
@@ -72,7 +76,7 @@ def register(sub: Any) -> None:
         "item and the last 10 errors. Paused accounts are known only to the running daemon: they "
         "are asked of its admin endpoint ([admin] listen) when it answers.",
     )
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("--json", action="store_true", help="print JSON (the same as GET /api/status)")
     p.set_defaults(handler=cmd_status)
 
@@ -82,7 +86,7 @@ def register(sub: Any) -> None:
         description="List the queue items that gave up (estado 'falhou'), newest first, with the "
         "error that made them fail. `crmd retry` sends them again.",
     )
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("--entidade", choices=ENTITIES, help="only this entity")
     p.add_argument(
         "--limit", type=int, default=50, metavar="N", help="at most N items (default 50)"
@@ -97,7 +101,7 @@ def register(sub: Any) -> None:
         "record that already waits in the queue keeps its one item; the failed one is folded "
         "into it.",
     )
-    _config_arg(p)
+    config_arg(p)
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument(
         "--id", type=int, nargs="+", metavar="N", dest="ids", help="these queue item ids"
@@ -113,17 +117,9 @@ def register(sub: Any) -> None:
         "processed more than [cleanup] queue_retention_days ago, in batches of [cleanup] "
         "batch_size rows (what the daemon's daily timer does). Failed items are kept.",
     )
-    _config_arg(p)
+    config_arg(p)
     p.add_argument("--dry-run", action="store_true", help="only count what would be deleted")
     p.set_defaults(handler=cmd_cleanup)
-
-
-def _config_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="configuration file (default: $CRMD_CONFIG, else /etc/crmd/config.toml)",
-    )
 
 
 def _since(text: str) -> int:
@@ -133,60 +129,41 @@ def _since(text: str) -> int:
     return int(match[1])
 
 
-Operation = Callable[[asyncpg.Connection], Awaitable[int]]
-
-
-def _run(args: argparse.Namespace, operation: Callable[[Settings], Operation]) -> int:
-    """Load settings, connect, run; bad input and a missing schema become clear exits."""
-    settings = settings_or_exit(args)
+def _run(settings: Settings, work: Work) -> int:
+    """Set up logging, run `work` on a connection."""
     logs.configure(settings.log.level, settings.log.format)
-    work = operation(settings)
-
-    async def go() -> int:
-        conn = await db.connect(settings.database)
-        try:
-            return await work(conn)
-        except ops.InvalidRequest as exc:
-            print(f"crmd: {exc}", file=sys.stderr)
-            return EX_USAGE
-        except asyncpg.UndefinedTableError as exc:
-            print(f"crmd: {exc}: is the schema in place? (crmd migrate)", file=sys.stderr)
-            return EX_CONFIG
-        finally:
-            await conn.close()
-
-    return run_async(go())
+    return with_connection(settings, work)
 
 
 # --- enqueue --------------------------------------------------------------------------------
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    def operation(_: Settings) -> Operation:
-        async def work(conn: asyncpg.Connection) -> int:
-            progress = _Progress(args.entidade) if sys.stderr.isatty() else None
-            try:
-                result = await ops.enqueue_entities(
-                    conn,
-                    args.entidade,
-                    lojas=args.lojas,
-                    since_days=args.since,
-                    priority=args.priority,
-                    progress=progress,
-                )
-            finally:
-                if progress is not None:
-                    progress.done()
-            for loja, found in sorted(result.per_loja.items()):
-                print(f"Loja {loja}: {found} {args.entidade} encontrados")
-            print(f"Total enfileirado: {result.total}")
-            waiting = result.total - result.created
-            print(f"({result.created} itens novos; {waiting} já aguardavam na fila)")
-            return EX_OK
+    settings = settings_or_exit(args)
 
-        return work
+    async def work(conn: asyncpg.Connection) -> int:
+        progress = _Progress(args.entidade) if sys.stderr.isatty() else None
+        try:
+            result = await enqueue.enqueue_entities(
+                conn,
+                args.entidade,
+                settings.sources,
+                lojas=args.lojas,
+                since_days=args.since,
+                priority=args.priority,
+                progress=progress,
+            )
+        finally:
+            if progress is not None:
+                progress.done()
+        for loja, found in sorted(result.per_loja.items()):
+            print(f"Loja {loja}: {found} {args.entidade} encontrados")
+        print(f"Total enfileirado: {result.total}")
+        waiting = result.total - result.created
+        print(f"({result.created} itens novos; {waiting} já aguardavam na fila)")
+        return os.EX_OK
 
-    return _run(args, operation)
+    return _run(settings, work)
 
 
 class _Progress:
@@ -211,29 +188,28 @@ class _Progress:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    def operation(settings: Settings) -> Operation:
-        async def work(conn: asyncpg.Connection) -> int:
-            report = await ops.status(conn)
-            daemon = await _daemon_status(settings.admin.listen)
-            report["accounts"] = daemon.get("accounts") if daemon else None
-            report["timers"] = daemon.get("timers") if daemon else None
-            if args.json:
-                print(json.dumps(report, indent=2, ensure_ascii=False))
-            else:
-                print(render_status(report, settings.admin.listen))
-            return EX_OK
+    settings = settings_or_exit(args)
 
-        return work
+    async def work(conn: asyncpg.Connection) -> int:
+        status = await _daemon_status(settings.admin.listen)
+        if status is None:  # no daemon answered: what the database says, without accounts
+            tz = zoneinfo.ZoneInfo(settings.schedule.timezone)
+            timers = await timers_info(conn, crons(settings.schedule), tz, datetime.now(UTC))
+            status = await report(conn, timers=timers)
+        if args.json:
+            print(json.dumps(status.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        else:
+            print(render_status(status, settings.admin.listen))
+        return os.EX_OK
 
-    return _run(args, operation)
+    return _run(settings, work)
 
 
-async def _daemon_status(listen: str) -> dict[str, Any] | None:
-    """The running daemon's own status (paused accounts live in its memory); None if silent."""
+async def _daemon_status(listen: str) -> StatusReport | None:
+    """The running daemon's own report (paused accounts live in its memory); None if silent."""
     if not listen:
         return None
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
+    host, port = split_hostport(listen)
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - listening everywhere: ask locally
         host = "127.0.0.1"
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/api/status"
@@ -245,62 +221,55 @@ async def _daemon_status(listen: str) -> dict[str, Any] | None:
         ):
             if resp.status != 200:
                 return None
-            body = await resp.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError):
+            return StatusReport.model_validate(await resp.json())
+    except (aiohttp.ClientError, TimeoutError, ValueError, ValidationError):
         return None
-    return body if isinstance(body, dict) else None
 
 
-def render_status(report: dict[str, Any], listen: str) -> str:
-    q = report["queue"]
+def render_status(status: StatusReport, listen: str) -> str:
+    q = status.queue
     lines = [f"{'Fila':<12}{'pendentes':>11}{'processando':>13}{'falhas':>9}"]
     for entidade in ENTITIES:
         lines.append(
-            f"  {entidade:<10}{q['pending'][entidade]:>11}{q['in_flight'][entidade]:>13}"
-            f"{q['failed'][entidade]:>9}"
+            f"  {entidade:<10}{q.pending[entidade]:>11}{q.in_flight[entidade]:>13}"
+            f"{q.failed[entidade]:>9}"
         )
-    lines.append(
-        f"  {'total':<10}{q['pending_total']:>11}{q['in_flight_total']:>13}{q['failed_total']:>9}"
-    )
-    age = q["oldest_pending_age_seconds"]
+    lines.append(f"  {'total':<10}{q.pending_total:>11}{q.in_flight_total:>13}{q.failed_total:>9}")
+    age = q.oldest_pending_age_seconds
     lines.append(
         "Pendente mais antigo: "
-        + ("nenhum" if age is None else f"há {ops.format_age(age)} ({q['oldest_pending_at']})")
+        + ("nenhum" if age is None else f"há {format_age(age)} ({q.oldest_pending_at})")
     )
-    day, hour = report["last_24h"], report["last_hour"]
-    rate = "sem tentativas" if day["success_rate"] is None else f"{day['success_rate']:.1%}"
+    day, hour = status.last_24h, status.last_hour
+    rate = "sem tentativas" if day.success_rate is None else f"{day.success_rate:.1%}"
     lines.append(
-        f"Últimas 24 h: {day['attempts']} tentativas, {day['succeeded']} com sucesso, "
-        f"{day['errors']} erros; taxa de sucesso {rate}"
+        f"Últimas 24 h: {day.attempts} tentativas, {day.succeeded} com sucesso, "
+        f"{day.errors} erros; taxa de sucesso {rate}"
     )
-    lines.append(
-        f"Última hora: {hour['succeeded']} enviados com sucesso ({hour['attempts']} tentativas)"
-    )
-    lines.extend(_render_accounts(report.get("accounts"), listen))
-    errors = report["recent_errors"]
+    lines.append(f"Última hora: {hour.succeeded} enviados com sucesso ({hour.attempts} tentativas)")
+    lines.extend(_render_accounts(status.accounts, listen))
+    errors = status.recent_errors
     lines.append("Últimos erros:" if errors else "Últimos erros: nenhum")
     for e in errors:
-        http = f" HTTP {e['http_status']}" if e["http_status"] else ""
+        http = f" HTTP {e.http_status}" if e.http_status else ""
         lines.append(
-            f"  {e['criado_em'][:19]} {e['entidade']} {e['entidade_id']} (loja {e['loja_id']}, "
-            f"conta {e['conta']}, tentativa {e['tentativa']}){http}: {e['mensagem']}"
+            f"  {e.criado_em[:19]} {e.entidade} {e.entidade_id} (loja {e.loja_id}, "
+            f"conta {e.conta}, tentativa {e.tentativa}){http}: {e.mensagem}"
         )
     return "\n".join(lines)
 
 
-def _render_accounts(accounts: list[dict[str, Any]] | None, listen: str) -> list[str]:
+def _render_accounts(accounts: list[AccountReport] | None, listen: str) -> list[str]:
     if accounts is None:
         where = listen or "desligado ([admin] listen vazio)"
         return [f"Contas: daemon não respondeu em {where}; pausas só ele conhece"]
     lines = ["Contas:"]
     for a in accounts:
         state = "ativa"
-        if a["paused"]:
-            state = f"PAUSADA até {a['paused_until'][:19]}: {a['reason']}"
-        usage = ", ".join(
-            f"{lim['used']}/{lim['requests']} em {lim['per_seconds']:g}s" for lim in a["limits"]
-        )
-        lines.append(f"  {a['name']}: {state}; uso {usage}")
+        if a.paused:
+            state = f"PAUSADA até {(a.paused_until or '')[:19]}: {a.reason}"
+        usage = ", ".join(f"{lim.used}/{lim.requests} em {lim.per_seconds:g}s" for lim in a.limits)
+        lines.append(f"  {a.name}: {state}; uso {usage}")
     return lines
 
 
@@ -308,64 +277,61 @@ def _render_accounts(accounts: list[dict[str, Any]] | None, listen: str) -> list
 
 
 def cmd_failed(args: argparse.Namespace) -> int:
-    def operation(_: Settings) -> Operation:
-        async def work(conn: asyncpg.Connection) -> int:
-            items = await ops.failed(conn, args.entidade, args.limit)
-            if args.json:
-                print(json.dumps(items, indent=2, ensure_ascii=False))
-                return EX_OK
-            if not items:
-                print("Nenhum item com falha.")
-            for i in items:
-                when = (i["processado_em"] or "")[:19]
-                print(
-                    f"#{i['id']} {i['entidade']} {i['entidade_id']} (loja {i['loja_id']}, "
-                    f"{i['acao']}, {i['tentativas']} tentativas, falhou em {when}): "
-                    f"{i['ultimo_erro'] or 'sem mensagem'}"
-                )
-            return EX_OK
+    settings = settings_or_exit(args)
 
-        return work
+    async def work(conn: asyncpg.Connection) -> int:
+        items = await failures.failed(conn, args.entidade, args.limit)
+        if args.json:
+            print(json.dumps(items, indent=2, ensure_ascii=False))
+            return os.EX_OK
+        if not items:
+            print("Nenhum item com falha.")
+        for i in items:
+            when = (i["processado_em"] or "")[:19]
+            print(
+                f"#{i['id']} {i['entidade']} {i['entidade_id']} (loja {i['loja_id']}, "
+                f"{i['acao']}, {i['tentativas']} tentativas, falhou em {when}): "
+                f"{i['ultimo_erro'] or 'sem mensagem'}"
+            )
+        return os.EX_OK
 
-    return _run(args, operation)
+    return _run(settings, work)
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    def operation(_: Settings) -> Operation:
-        async def work(conn: asyncpg.Connection) -> int:
-            count = await ops.retry(
-                conn, ids=args.ids, entidade=args.entidade, all_failed=args.all_failed
-            )
-            if count:
-                print(f"{count} itens com falha voltaram para a fila")
-            else:
-                print("Nenhum item com falha corresponde ao pedido")
-            return EX_OK
+    settings = settings_or_exit(args)
 
-        return work
+    async def work(conn: asyncpg.Connection) -> int:
+        count = await failures.retry(
+            conn, ids=args.ids, entidade=args.entidade, all_failed=args.all_failed
+        )
+        if count:
+            print(f"{count} itens com falha voltaram para a fila")
+        else:
+            print("Nenhum item com falha corresponde ao pedido")
+        return os.EX_OK
 
-    return _run(args, operation)
+    return _run(settings, work)
 
 
 def cmd_cleanup(args: argparse.Namespace) -> int:
-    def operation(settings: Settings) -> Operation:
-        async def work(conn: asyncpg.Connection) -> int:
-            c = settings.cleanup
-            result = await ops.cleanup(conn, c, dry_run=args.dry_run)
-            verb = "seriam removidos" if result.dry_run else "removidos"
-            print(
-                f"Log: {result.log_rows} registros {verb} "
-                f"(mais de {c.log_retention_days} dias, antes de {_day(result.log_before)})"
-            )
-            print(
-                f"Fila: {result.queue_rows} itens concluídos {verb} "
-                f"(mais de {c.queue_retention_days} dias, antes de {_day(result.queue_before)})"
-            )
-            return EX_OK
+    settings = settings_or_exit(args)
 
-        return work
+    async def work(conn: asyncpg.Connection) -> int:
+        c = settings.cleanup
+        result = await cleanup.cleanup(conn, c, dry_run=args.dry_run)
+        verb = "seriam removidos" if result.dry_run else "removidos"
+        print(
+            f"Log: {result.log_rows} registros {verb} "
+            f"(mais de {c.log_retention_days} dias, antes de {_day(result.log_before)})"
+        )
+        print(
+            f"Fila: {result.queue_rows} itens concluídos {verb} "
+            f"(mais de {c.queue_retention_days} dias, antes de {_day(result.queue_before)})"
+        )
+        return os.EX_OK
 
-    return _run(args, operation)
+    return _run(settings, work)
 
 
 def _day(value: datetime) -> str:

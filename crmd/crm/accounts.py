@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-import asyncpg
 import structlog
 
 from crmd.config import CrmAccountSettings, Settings
 from crmd.crm import providers
 from crmd.crm.limiter import RateLimiter
 from crmd.crm.providers.base import Provider
-from crmd.store.sql import queries
 
 log = structlog.get_logger("crmd.accounts")
+
+# What an account's provider and HTTP session are built from: a change to any of these needs a
+# new provider (and session); anything else is adjusted in place on reload.
+CONNECTION_KEYS = (
+    "provider",
+    "base_url",
+    "access_token",
+    "secret_access_token",
+    "timeout_seconds",
+    "connect_timeout_seconds",
+    "venda_situacao_id",
+)
 
 
 @dataclass
@@ -31,6 +42,10 @@ class Account:
     slots: asyncio.Semaphore
     consecutive_failures: int = 0
     consecutive_pauses: int = 0
+
+    @property
+    def longest_window(self) -> float:
+        return max(limit.per_seconds for limit in self.settings.limits)
 
     def paused_for(self) -> float:
         """Seconds until the account's pause ends (0 when it is not paused)."""
@@ -52,6 +67,7 @@ class Account:
 
 
 def build_accounts(settings: Settings) -> dict[str, Account]:
+    """Every configured account, ready to send; raises ValueError naming an unusable one."""
     accounts = {}
     for name, acct in settings.crm.accounts().items():
         limiter = RateLimiter(acct.limits, margin=acct.limit_margin_seconds)
@@ -65,14 +81,54 @@ def build_accounts(settings: Settings) -> dict[str, Account]:
     return accounts
 
 
-async def preload_budgets(conn: asyncpg.Connection, accounts: dict[str, Account]) -> None:
-    """Seed each limiter with the requests the log says were sent within its longest window."""
-    for account in accounts.values():
-        window = max(limit.per_seconds for limit in account.settings.limits)
-        rows = await conn.fetch(queries["requests_sent_since"], account.name, window)
-        account.limiter.preload(r["at"] for r in rows for _ in range(r["requisicoes"]))
+def reconcile(
+    current: Mapping[str, Account], fresh: Mapping[str, Account]
+) -> tuple[dict[str, Account], dict[str, Account]]:
+    """The accounts to run with after a reload, and those to close once their calls finish.
+
+    An account whose connection is unchanged keeps its session and grant history, with the new
+    limits, concurrency and settings; one whose connection changed takes the new provider and
+    session, and its limiter starts from the old one's grants, so no window is exceeded.
+    """
+    accounts: dict[str, Account] = {}
+    retired: dict[str, Account] = {}
+    for name, acct in fresh.items():
+        before = current.get(name)
+        if before is not None and _same_connection(before, acct):
+            before.limiter.reconfigure(
+                acct.settings.limits, margin=acct.settings.limit_margin_seconds
+            )
+            if before.settings.concurrency != acct.settings.concurrency:
+                before.slots = acct.slots
+            before.settings = acct.settings
+            accounts[name] = before
+            retired[name] = acct
+        else:
+            if before is not None:
+                acct.limiter.preload(_epoch(before.limiter.recent_grants()))
+                retired[name] = before
+            accounts[name] = acct
+    for name, acct in current.items():
+        if name not in accounts:
+            retired[name] = acct
+    return accounts, retired
 
 
-async def close_accounts(accounts: dict[str, Account]) -> None:
+def _same_connection(a: Account, b: Account) -> bool:
+    return all(getattr(a.settings, k) == getattr(b.settings, k) for k in CONNECTION_KEYS)
+
+
+def _epoch(monotonic_times: list[float]) -> list[float]:
+    """Limiter grant times (monotonic) as epoch seconds, for another limiter's preload."""
+    offset = time.time() - time.monotonic()
+    return [t + offset for t in monotonic_times]
+
+
+async def close_accounts(accounts: Mapping[str, Account], after: float = 0.0) -> None:
+    """Close the accounts' HTTP sessions, `after` seconds from now (calls in flight finish)."""
+    if not accounts:
+        return
+    if after > 0:
+        await asyncio.sleep(after)
     for account in accounts.values():
         await account.provider.transport.close()

@@ -57,8 +57,6 @@ class RateLimiter:
         self._paused_until = -math.inf
         self._pause_reason: str | None = None
         self._waiting = 0
-        self._grants_total = 0
-        self._wait_seconds_total = 0.0
 
     def __repr__(self) -> str:
         limits = ", ".join(f"{lim.requests}/{lim.per_seconds:g}s" for lim in self._limits)
@@ -85,9 +83,7 @@ class RateLimiter:
                 self._grant(now)
         finally:
             self._waiting -= 1
-        waited = max(0.0, now - start)
-        self._wait_seconds_total += waited
-        return waited
+        return max(0.0, now - start)
 
     def try_acquire(self) -> bool:
         """Take a slot only if one is free now and nobody is queued ahead (never waits)."""
@@ -120,7 +116,6 @@ class RateLimiter:
         # Never record a grant before an earlier one, even if an injected clock steps back.
         stamp = max(now, self._history[-1]) if self._history else now
         self._history.append(stamp)
-        self._grants_total += 1
         horizon = now - self._longest_window()
         while self._history[0] <= horizon:
             self._history.popleft()
@@ -194,10 +189,6 @@ class RateLimiter:
         return self._limits
 
     @property
-    def margin(self) -> float:
-        return self._margin
-
-    @property
     def paused_until(self) -> float | None:
         """When the current pause ends, in epoch seconds; None when not paused."""
         now = self._clock()
@@ -209,21 +200,6 @@ class RateLimiter:
     def pause_reason(self) -> str | None:
         """Why the account is paused (e.g. the CRM's 429 message); None when not paused."""
         return self._pause_reason if self._paused_until > self._clock() else None
-
-    @property
-    def waiting(self) -> int:
-        """Tasks inside `acquire` right now (queued or about to be granted)."""
-        return self._waiting
-
-    @property
-    def grants_total(self) -> int:
-        """Slots granted since start (preloaded history not included)."""
-        return self._grants_total
-
-    @property
-    def wait_seconds_total(self) -> float:
-        """Seconds spent waiting in `acquire`, summed over all granted calls."""
-        return self._wait_seconds_total
 
     def used(self, per_seconds: float) -> int:
         """Grants in the window (now - per_seconds, now], preloaded ones included, margin not.

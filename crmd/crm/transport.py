@@ -17,8 +17,8 @@ import aiohttp
 
 from crmd import __version__
 from crmd.config import CrmAccountSettings
+from crmd.crm.errors import CrmError, ErrorKind
 from crmd.crm.limiter import RateLimiter
-from crmd.crm.providers.base import CrmError, ErrorKind
 
 USER_AGENT = f"crmd/{__version__} (ERP-CRM sync daemon)"
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import asyncpg
 
 from crmd.dev import seed
+from crmd.dev.schema import REFERENCE_ERP
 from crmd.store import migrate
 
 ROOT = Path.cwd() / ".run"
@@ -53,7 +54,7 @@ async def prepare(admin_dsn: str, dsn: str) -> None:
         await admin.close()
     conn = await asyncpg.connect(dsn)
     try:
-        await migrate.migrate(conn, reference_erp=True)
+        await migrate.migrate(conn, [REFERENCE_ERP])
         if not await conn.fetchval("SELECT count(*) FROM lojas"):
             counts = await seed.seed(conn, lojas=2, clientes=15, produtos=8, vendas=10, seed=1)
             print("sample data:", ", ".join(f"{n} {k}" for k, n in counts.items()))

@@ -15,8 +15,9 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from crmd.engine.outcome import Entry, Settled, record_many
-from crmd.store.queue import RetryPolicy
+from crmd.model import Entry, RetryPolicy, Settled
+from crmd.store import queue
+from crmd.store.db import DB_ERRORS
 
 log = structlog.get_logger("crmd.recorder")
 
@@ -69,8 +70,8 @@ class Recorder:
     async def _write(self, group: list[Entry]) -> None:
         try:
             async with self._pool().acquire() as conn:
-                results = await record_many(conn, group, self._policy())
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                results = await queue.settle(conn, group, self._policy())
+        except DB_ERRORS as exc:
             log.error(
                 "record_failed",
                 count=len(group),

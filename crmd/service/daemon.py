@@ -2,17 +2,19 @@
 
 Owns the process-wide concerns around the engine: the event loop (uvloop), signals (SIGHUP
 reload, SIGTERM/SIGINT drain, a second signal stops at once), systemd notifications and the
-watchdog, the LISTEN wake-up, timers, the periodic summary and the admin endpoint. The engine
-knows none of this; it is given a stop event and a wake event.
+watchdog, the LISTEN wake-up, timers and the periodic summary, each a supervised task. The engine
+knows none of this; it is given a stop event and a wake event. The admin endpoint is started by
+the caller, with a view of the daemon (`view.DaemonView`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import faulthandler
+import os
 import signal
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,28 +23,21 @@ import structlog
 import uvloop
 
 from crmd.config import ConfigError, Settings, effective, load_settings
-from crmd.crm.accounts import Account, build_accounts, close_accounts, preload_budgets
+from crmd.crm.accounts import Account, build_accounts, close_accounts, reconcile
 from crmd.engine.loop import Engine
+from crmd.ops import cleanup as cleanup_op
+from crmd.ops import enqueue
+from crmd.ops.schedule import crons
 from crmd.service import logs
-from crmd.service.listener import Listener, sleep_or_stop
+from crmd.service.listener import Listener
 from crmd.service.notify import Notifier
+from crmd.service.startup import open_pool, preload_budgets
+from crmd.service.tasks import Supervisor
 from crmd.service.timers import Action, Timers
-from crmd.store import db, migrate
-from crmd.store.sql import queries
+from crmd.service.view import DaemonView, ReloadInfo, Surface, SurfaceStarter, no_timers
+from crmd.store import db, migrate, reports
 
 log = structlog.get_logger("crmd.daemon")
-
-EX_OK = 0
-EX_UNAVAILABLE = 69
-EX_CONFIG = 78
-
-
-@dataclass
-class ReloadInfo:
-    count: int = 0
-    last_ok: bool | None = None
-    last_at: float | None = None
-    last_error: str | None = None
 
 
 @dataclass
@@ -70,7 +65,12 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
 
 
 class Daemon:
-    def __init__(self, config_path: str | None, settings: Settings) -> None:
+    def __init__(
+        self,
+        config_path: str | None,
+        settings: Settings,
+        surfaces: tuple[SurfaceStarter, ...] = (),
+    ) -> None:
         self.config_path = config_path
         self.settings = settings
         self.notifier = Notifier.from_env()
@@ -80,13 +80,15 @@ class Daemon:
         self.stopping = False
         self._force = False
         self._reloading: asyncio.Task[None] | None = None
+        self._surfaces = surfaces
+        self._running: list[Surface] = []
         self.pool: asyncpg.Pool | None = None
         self.engine: Engine | None = None
         self.timers: Timers | None = None
         self.listener: Listener | None = None
-        self.admin: Any = None
+        self.tasks = Supervisor(self.stop)
         self._summary = Summary()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._action_factory: Callable[[Daemon], dict[str, tuple[str, Action]]] = default_actions
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -98,41 +100,75 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
         self.notifier.status("connecting to the database")
         try:
-            self.pool = await self._connect_until_ready()
-        except _SchemaOutdated as exc:
+            self.pool = await open_pool(
+                self.settings.database,
+                stop=self.stop,
+                waiting=self._waiting_for_database,
+            )
+        except migrate.SchemaOutdated as exc:
             log.error("schema_outdated", error=str(exc))
             self.notifier.stopping(f"schema outdated: {exc}")
-            return EX_CONFIG
+            return os.EX_CONFIG
         if self.pool is None:  # stopped while waiting for the database
             self.notifier.stopping()
-            return EX_OK
+            return os.EX_OK
         accounts = build_accounts(self.settings)
-        async with self.pool.acquire() as conn:
-            await preload_budgets(conn, accounts)
+        await preload_budgets(self.pool, accounts)
         self.engine = Engine(self.settings, self.pool, accounts)
         self.listener = Listener(self.settings.database, self.wake)
         self.timers = Timers(self.pool, self.settings.schedule.timezone)
         self.timers.configure(self.settings.schedule.timezone, self._action_factory(self))
-        await self._start_admin()
-        tasks = [
-            asyncio.create_task(self.listener.run(self.stop), name="listener"),
-            asyncio.create_task(self.engine.run(self.stop, self.wake), name="engine"),
-            asyncio.create_task(self.timers.run(self.stop), name="timers"),
-            asyncio.create_task(self._watchdog(), name="watchdog"),
-            asyncio.create_task(self._report(), name="summary"),
-        ]
+        for start in self._surfaces:
+            surface = await start(self.view())
+            if surface is not None:
+                self._running.append(surface)
+        engine, listener, timers = self.engine, self.listener, self.timers
+        self.tasks.start("listener", lambda: listener.run(self.stop))
+        self.tasks.start("engine", lambda: engine.run(self.stop, self.wake))
+        self.tasks.start("timers", lambda: timers.run(self.stop))
+        self.tasks.start("summary", self._report)
+        if self.notifier.watchdog_interval() is not None:
+            self.tasks.start("watchdog", self._watchdog)
         self.notifier.ready(self.status_line())
         log.info("started", accounts=sorted(accounts), batch_size=self.settings.queue.batch_size)
         await self.stop.wait()
-        return await self._shutdown(tasks, accounts)
+        return await self._shutdown()
 
-    async def _shutdown(self, tasks: list[asyncio.Task[None]], accounts: dict[str, Account]) -> int:
+    def _waiting_for_database(self, why: str) -> None:
+        self.notifier.status(f"waiting for the database: {why}")
+
+    def view(self) -> DaemonView:
+        """What the admin endpoint shows, read afresh at every request."""
+
+        def pool() -> asyncpg.Pool:
+            assert self.pool is not None
+            return self.pool
+
+        return DaemonView(
+            pool=pool,
+            settings=lambda: self.settings,
+            accounts=lambda: self.engine.accounts if self.engine else {},
+            stats=lambda: self.engine.stats if self.engine else None,
+            ready=self.ready,
+            reloads=self.reloads,
+            timers=self.timers.info if self.timers else no_timers,
+        )
+
+    def ready(self) -> bool:
+        """Syncing: not stopping, the database answers and the claim loop is running."""
+        return (
+            not self.stopping
+            and self.engine is not None
+            and self.engine.db_ok
+            and "engine" not in self.tasks.failing
+        )
+
+    async def _shutdown(self) -> int:
         assert self.engine is not None and self.pool is not None
         self.stopping = True
         self.notifier.stopping("stopping: finishing calls in flight")
         log.info("stopping", in_flight=self.engine.in_flight)
-        engine_task = tasks[1]
-        await asyncio.gather(engine_task, return_exceptions=True)  # the claim loop ends at stop
+        await self.tasks.wait("engine")  # the claim loop ends at stop
         timeout = 0.0 if self._force else self.settings.sync.shutdown_timeout_seconds
         drain = asyncio.create_task(self.engine.shutdown(timeout))
         while not drain.done():  # a second signal cuts the drain short
@@ -141,15 +177,13 @@ class Daemon:
                 drain.cancel()
                 await asyncio.gather(drain, return_exceptions=True)
                 await self.engine.shutdown(0)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self.admin is not None:
-            await self.admin.stop()
-        await close_accounts(accounts)
+        await self.tasks.close()
+        for surface in self._running:
+            await surface.stop()
+        await close_accounts(self.engine.accounts)
         await self.pool.close()
         log.info("stopped", **self._totals())
-        return EX_OK
+        return os.EX_OK
 
     def _on_stop_signal(self, name: str) -> None:
         if self.stop.is_set():
@@ -168,32 +202,10 @@ class Daemon:
             return
         self._reloading = asyncio.create_task(self.reload())
 
-    async def _connect_until_ready(self) -> asyncpg.Pool | None:
-        """Wait (with growing pauses) for the database; refuse an outdated schema."""
-        backoff = 0.5
-        while not self.stop.is_set():
-            try:
-                pool = await db.create_pool(self.settings.database)
-            except db.DatabaseUnavailable as exc:
-                log.error("database_unreachable", error=str(exc), retry_in=backoff)
-                self.notifier.status(f"waiting for the database: {exc}")
-                await sleep_or_stop(self.stop, backoff)
-                backoff = min(backoff * 2, 30.0)
-                continue
-            async with pool.acquire() as conn:
-                missing = await migrate.pending(conn)
-            if missing:
-                await pool.close()
-                names = ", ".join(f"{m.conjunto}/{m.version:04d}_{m.name}" for m in missing)
-                raise _SchemaOutdated(f"missing migrations {names}: run crmd migrate")
-            return pool
-        return None
-
     # --- reload -----------------------------------------------------------------------------
 
     async def reload(self) -> None:
         """Re-read and validate everything; apply all of it or none of it."""
-        assert self.engine is not None and self.pool is not None and self.timers is not None
         self.notifier.reloading("reloading configuration")
         self.reloads.count += 1
         self.reloads.last_at = time.time()
@@ -214,31 +226,9 @@ class Daemon:
         self.notifier.ready(self.status_line())
 
     async def _apply(self, old: Settings, new: Settings, fresh: dict[str, Account]) -> None:
-        assert self.engine is not None and self.pool is not None and self.timers is not None
+        assert self.engine is not None and self.timers is not None
         logs.configure(new.log.level, new.log.format)
-        current = self.engine.accounts
-        accounts: dict[str, Account] = {}
-        retired: dict[str, Account] = {}
-        for name, acct in fresh.items():
-            before = current.get(name)
-            if before is not None and _same_connection(before, acct):
-                # Same CRM session: keep it (and the grant history); adjust limits and slots.
-                before.limiter.reconfigure(
-                    acct.settings.limits, margin=acct.settings.limit_margin_seconds
-                )
-                if before.settings.concurrency != acct.settings.concurrency:
-                    before.slots = acct.slots
-                before.settings = acct.settings
-                accounts[name] = before
-                retired[name] = acct
-            else:
-                if before is not None:
-                    acct.limiter.preload(_epoch(before.limiter.recent_grants()))
-                    retired[name] = before
-                accounts[name] = acct
-        for name, acct in current.items():
-            if name not in accounts:
-                retired[name] = acct
+        accounts, retired = reconcile(self.engine.accounts, fresh)
         if new.database.model_dump() != old.database.model_dump():
             await self._swap_pool(new)
         self.settings = new
@@ -248,7 +238,7 @@ class Daemon:
             self.listener.retarget(new.database)
         self.wake.set()  # claim under the new settings (and from a new pool) at once
         # Old sessions close once their calls in flight are done.
-        self._background(_close_later(retired, self.settings.sync.shutdown_timeout_seconds))
+        self._later(close_accounts(retired, after=new.sync.shutdown_timeout_seconds))
 
     async def _swap_pool(self, new: Settings) -> None:
         assert self.engine is not None and self.pool is not None and self.timers is not None
@@ -256,28 +246,27 @@ class Daemon:
         old, self.pool = self.pool, pool
         self.engine.pool = pool
         self.timers.pool = pool
-        self._background(_close_pool_later(old))
+        self._later(_close_pool_later(old))
         log.info("database_pool_replaced")
 
-    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _later(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
-        self._tasks.add(task)  # keep a reference until it is done
-        task.add_done_callback(self._tasks.discard)
+        self._background.add(task)  # keep a reference until it is done
+        task.add_done_callback(self._background.discard)
 
     # --- watching ---------------------------------------------------------------------------
 
     async def _watchdog(self) -> None:
         """WATCHDOG=1 at half the interval systemd asked for, only while the claim loop turns."""
         interval = self.notifier.watchdog_interval()
-        if interval is None:
-            return
+        assert interval is not None and self.engine is not None
         while True:
             await asyncio.sleep(interval)
-            assert self.engine is not None
-            if time.monotonic() - self.engine.heartbeat < 2 * interval + 5.0:
+            stalled = time.monotonic() - self.engine.heartbeat
+            if stalled < 2 * interval + 5.0:
                 self.notifier.watchdog()
             else:
-                log.error("watchdog_withheld", stalled_for=time.monotonic() - self.engine.heartbeat)
+                log.error("watchdog_withheld", stalled_for=stalled)
 
     async def _report(self) -> None:
         """The periodic summary line (as the old cron printed) and STATUS=."""
@@ -294,8 +283,8 @@ class Daemon:
         depth: int | None = None
         try:
             async with self.pool.acquire() as conn:
-                depth = await conn.fetchval(queries["pending_count"])
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                depth = await reports.pending_count(conn)
+        except db.DB_ERRORS:
             pass
         done, failed = stats.succeeded - prev.succeeded, stats.failed - prev.failed
         requests = stats.requests - prev.requests
@@ -307,28 +296,34 @@ class Daemon:
             taxa_por_minuto=round(requests * 60 / elapsed, 1) if elapsed else 0.0,
             fila=depth,
             em_andamento=self.engine.in_flight,
-            contas_pausadas=[a.name for a in self.engine.accounts.values() if a.paused_for()],
+            contas_pausadas=self._paused(),
             banco_ok=self.engine.db_ok,
         )
         self._summary = Summary(
             succeeded=stats.succeeded, failed=stats.failed, requests=stats.requests
         )
 
+    def _paused(self) -> list[str]:
+        assert self.engine is not None
+        return [a.name for a in self.engine.accounts.values() if a.paused_for()]
+
     def status_line(self) -> str:
         if self.engine is None:
             return "starting"
         s = self.engine.stats
-        paused = [a.name for a in self.engine.accounts.values() if a.paused_for()]
         parts = [
             f"processados {s.succeeded}",
             f"erros {s.failed}",
             f"requisições {s.requests}",
             f"em andamento {self.engine.in_flight}",
         ]
+        paused = self._paused()
         if paused:
             parts.append("PAUSADA: " + ", ".join(paused))
         if not self.engine.db_ok:
             parts.append("banco INACESSÍVEL")
+        if self.tasks.failing:
+            parts.append("REINICIANDO: " + ", ".join(sorted(self.tasks.failing)))
         if self.reloads.last_ok is False:
             parts.append("último reload FALHOU")
         return "; ".join(parts)
@@ -338,57 +333,18 @@ class Daemon:
         s = self.engine.stats
         return {"processados": s.succeeded, "erros": s.failed, "requisicoes": s.requests}
 
-    async def _start_admin(self) -> None:
-        """The admin HTTP endpoint, when the module that provides it is present."""
-        try:
-            from crmd.admin import server as admin
-        except ImportError:
-            return
-        self.admin = await admin.start_for_daemon(self)
-
-
-class _SchemaOutdated(Exception):
-    pass
-
 
 def default_actions(daemon: Daemon) -> dict[str, tuple[str, Action]]:
     """The cleanup and full-sync timers, bound to the daemon's current settings."""
-    from crmd import ops
-
-    schedule = daemon.settings.schedule
 
     async def cleanup(conn: asyncpg.Connection) -> str:
-        result = await ops.cleanup(conn, daemon.settings.cleanup)
-        return str(result)
+        return str(await cleanup_op.cleanup(conn, daemon.settings.cleanup))
 
     async def full_sync(conn: asyncpg.Connection) -> str:
-        totals = []
-        for entidade in daemon.settings.schedule.full_sync_entities:
-            res = await ops.enqueue_entities(
-                conn,
-                entidade,
-                lojas=None,
-                since_days=None,
-                priority=daemon.settings.schedule.full_sync_priority,
-            )
-            totals.append(f"{entidade} {res.total}")
-        return "enfileirado: " + ", ".join(totals)
+        return await enqueue.full_sync(conn, daemon.settings)
 
-    return {"cleanup": (schedule.cleanup, cleanup), "full_sync": (schedule.full_sync, full_sync)}
-
-
-def _same_connection(a: Account, b: Account) -> bool:
-    """Whether an account's provider and session can stay as they are across a reload."""
-    keys = (
-        "venda_situacao_id",  # read by the provider when it is built
-        "provider",
-        "base_url",
-        "access_token",
-        "secret_access_token",
-        "timeout_seconds",
-        "connect_timeout_seconds",
-    )
-    return all(getattr(a.settings, k) == getattr(b.settings, k) for k in keys)
+    actions: dict[str, Action] = {"cleanup": cleanup, "full_sync": full_sync}
+    return {name: (cron, actions[name]) for name, cron in crons(daemon.settings.schedule).items()}
 
 
 def _secret_changes(old: Settings, new: Settings) -> list[str]:
@@ -400,19 +356,6 @@ def _secret_changes(old: Settings, new: Settings) -> list[str]:
     return out
 
 
-def _epoch(monotonic_times: list[float]) -> list[float]:
-    """Limiter grant times (monotonic) as epoch seconds, for another limiter's preload."""
-    offset = time.time() - time.monotonic()
-    return [t + offset for t in monotonic_times]
-
-
-async def _close_later(accounts: dict[str, Account], delay: float) -> None:
-    if not accounts:
-        return
-    await asyncio.sleep(delay)
-    await close_accounts(accounts)
-
-
 async def _close_pool_later(pool: asyncpg.Pool) -> None:
     try:
         await asyncio.wait_for(pool.close(), 60)
@@ -420,16 +363,18 @@ async def _close_pool_later(pool: asyncpg.Pool) -> None:
         pool.terminate()
 
 
-def main(config_path: str | None, settings: Settings) -> int:
+def main(
+    config_path: str | None, settings: Settings, surfaces: tuple[SurfaceStarter, ...] = ()
+) -> int:
     """Run the daemon on uvloop until it is told to stop; returns the exit code."""
     faulthandler.enable()  # a watchdog kill (SIGABRT) leaves the stuck stack in the journal
 
     async def go() -> int:
         try:
-            return await Daemon(config_path, settings).run()
+            return await Daemon(config_path, settings, surfaces).run()
         except db.DatabaseUnavailable as exc:
             log.error("database_unreachable", error=str(exc))
-            return EX_UNAVAILABLE
+            return os.EX_UNAVAILABLE
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         return runner.run(go())

@@ -8,14 +8,15 @@ back, since notifications sent meanwhile were lost.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 import asyncpg
 import structlog
 
+from crmd.aio import Backoff, wait_any
 from crmd.config import DatabaseSettings
-from crmd.store import db
+from crmd.store import db, reports
+from crmd.store.db import DB_ERRORS
 
 CHANNEL = "crm_sync"
 log = structlog.get_logger("crmd.listener")
@@ -43,22 +44,23 @@ class Listener:
         self._lost.set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        backoff = 0.5
+        backoff = Backoff()
         while not stop.is_set():
             try:
                 conn = await db.connect(self.settings)
                 await conn.add_listener(CHANNEL, self._on_notify)
-            except (db.DatabaseUnavailable, OSError, asyncpg.PostgresError) as exc:
-                log.warning("listen_failed", error=str(exc), retry_in=backoff)
-                await sleep_or_stop(stop, backoff)
-                backoff = min(backoff * 2, 30.0)
+            except DB_ERRORS as exc:
+                pause = backoff.next()
+                log.warning("listen_failed", error=str(exc), retry_in=pause)
+                await wait_any(stop, within=pause)
                 continue
-            self._conn, self.connected, backoff = conn, True, 0.5
+            self._conn, self.connected = conn, True
+            backoff.reset()
             conn.add_termination_listener(self._on_lost)
             self._lost.clear()
             self.wake.set()  # whatever was notified while we were away
             log.info("listening", channel=CHANNEL)
-            await _wait_first(stop, self._lost, self._health(conn, stop))
+            await wait_any(stop, self._lost, self._health(conn, stop))
             if not stop.is_set():
                 log.warning("listen_connection_lost")
             await self._close()
@@ -66,10 +68,10 @@ class Listener:
     async def _health(self, conn: asyncpg.Connection, stop: asyncio.Event) -> None:
         """A half-open TCP connection never reports termination: probe it now and then."""
         while not stop.is_set():
-            await sleep_or_stop(stop, 15.0)
+            await wait_any(stop, within=15.0)
             try:
-                await asyncio.wait_for(conn.execute("SELECT 1"), 5.0)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.wait_for(reports.ping(conn), 5.0)
+            except DB_ERRORS:
                 return
 
     async def _close(self) -> None:
@@ -77,20 +79,5 @@ class Listener:
         if conn is not None and not conn.is_closed():
             try:
                 await asyncio.wait_for(conn.close(), 2.0)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            except DB_ERRORS:
                 conn.terminate()
-
-
-async def sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _wait_first(stop: asyncio.Event, lost: asyncio.Event, health: Any) -> None:
-    tasks = [asyncio.ensure_future(x) for x in (stop.wait(), lost.wait(), health)]
-    try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)

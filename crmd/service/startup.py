@@ -1,40 +1,85 @@
-"""Setting the engine up against real resources: the pool, the schema check, the accounts.
+"""Getting ready to sync: the pool (waiting for the database if asked to), the schema check, the
+accounts with their spent budget.
 
-Shared by `crmd run --once` and the daemon, so both start (and refuse to start) the same way.
+One path for `crmd run --once` and the daemon, so both start (and refuse to start) the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 
-from crmd.config import Settings
-from crmd.crm.accounts import build_accounts, close_accounts, preload_budgets
-from crmd.engine.loop import Engine, Stats
-from crmd.store import db, migrate
+import asyncpg
+import structlog
+
+from crmd.aio import Backoff, wait_any
+from crmd.config import DatabaseSettings, Settings
+from crmd.crm.accounts import Account, build_accounts, close_accounts
+from crmd.engine.loop import Engine
+from crmd.engine.work import Stats
+from crmd.store import db, migrate, reports
+
+log = structlog.get_logger("crmd.startup")
 
 
-class SchemaOutdated(Exception):
-    """The database lacks migrations this version of crmd needs."""
+async def open_pool(
+    settings: DatabaseSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    waiting: Callable[[str], None] = lambda _: None,
+) -> asyncpg.Pool | None:
+    """A pool on a database with the current schema (else SchemaOutdated).
+
+    Without `stop`, one try (DatabaseUnavailable if it fails); with it, tries again with growing
+    pauses, telling `waiting` why, until the database answers or `stop` is set (then None).
+    """
+    backoff = Backoff()
+    while True:
+        try:
+            pool = await db.create_pool(settings)
+            break
+        except db.DatabaseUnavailable as exc:
+            if stop is None:
+                raise
+            pause = backoff.next()
+            log.error("database_unreachable", error=str(exc), retry_in=pause)
+            waiting(str(exc))
+            await wait_any(stop, within=pause)
+            if stop.is_set():
+                return None
+    try:
+        async with pool.acquire() as conn:
+            await migrate.check_current(conn)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+async def preload_budgets(pool: asyncpg.Pool, accounts: Mapping[str, Account]) -> None:
+    """Seed each limiter with the requests the log says were sent within its longest window, so
+    a restart cannot spend the daily budget twice."""
+    async with pool.acquire() as conn:
+        for account in accounts.values():
+            sent = await reports.requests_sent_since(conn, account.name, account.longest_window)
+            account.limiter.preload(sent)
 
 
 @asynccontextmanager
 async def engine_for(settings: Settings) -> AsyncIterator[Engine]:
-    pool = await db.create_pool(settings.database)
+    """An engine on a fresh pool and accounts, closed on exit (for `crmd run --once`)."""
     accounts = build_accounts(settings)
     try:
-        async with pool.acquire() as conn:
-            missing = await migrate.pending(conn)
-            if missing:
-                names = ", ".join(f"{m.conjunto}/{m.version:04d}_{m.name}" for m in missing)
-                raise SchemaOutdated(
-                    f"database schema is not up to date ({names}): run crmd migrate"
-                )
-            await preload_budgets(conn, accounts)
-        yield Engine(settings, pool, accounts)
+        pool = await open_pool(settings.database)
+        assert pool is not None
+        try:
+            await preload_budgets(pool, accounts)
+            yield Engine(settings, pool, accounts)
+        finally:
+            await pool.close()
     finally:
         await close_accounts(accounts)
-        await pool.close()
 
 
 async def run_once(settings: Settings) -> Stats:

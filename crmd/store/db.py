@@ -1,4 +1,5 @@
-"""Connections to PostgreSQL: the pool of the daemon and single connections for commands."""
+"""Connections to PostgreSQL: the daemon's pool, single connections for commands, and the
+errors that mean "the database failed us" (as opposed to a bug)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,20 @@ from crmd.config import DatabaseSettings, redact_dsn
 
 class DatabaseUnavailable(Exception):
     """The database could not be reached; the message names the (redacted) DSN and the cause."""
+
+
+# What a statement can raise when the database (or the connection to it) fails. Callers that
+# ride out an outage catch exactly this; anything else is a bug and is logged as one.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    DatabaseUnavailable,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+# pg_advisory_lock(LOCK_CLASS, n): 'crmd' in ASCII, then the lock's purpose (migrate.py, timers.py).
+LOCK_CLASS = 0x63726D64
 
 
 def _connect_kwargs(settings: DatabaseSettings) -> dict[str, Any]:
@@ -28,7 +43,7 @@ def _unavailable(settings: DatabaseSettings, exc: BaseException) -> DatabaseUnav
 async def connect(settings: DatabaseSettings) -> asyncpg.Connection:
     try:
         return await asyncpg.connect(**_connect_kwargs(settings))
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise _unavailable(settings, exc) from None
 
 
@@ -39,14 +54,14 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     Skipping the default reset (UNLISTEN, RESET ALL...) saves a round trip per use."""
 
 
-async def create_pool(settings: DatabaseSettings) -> asyncpg.Pool:
+async def create_pool(settings: DatabaseSettings, *, min_size: int | None = None) -> asyncpg.Pool:
     try:
         pool: asyncpg.Pool = await asyncpg.create_pool(
             reset=_keep_session,
-            min_size=settings.pool_min_size,
+            min_size=settings.pool_min_size if min_size is None else min_size,
             max_size=settings.pool_max_size,
             **_connect_kwargs(settings),
         )
-    except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise _unavailable(settings, exc) from None
     return pool

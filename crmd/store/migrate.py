@@ -1,31 +1,38 @@
 """Numbered SQL migrations, each applied once and recorded, under an advisory lock.
 
-Two sets: `core` (crmd's own tables, always) and `reference_erp` (the sample ERP schema, on
-request). Files are named `NNNN_name.sql`; each runs in its own transaction with its record.
+A set of migrations lives in a package folder as files named `NNNN_name.sql`; each runs in its
+own transaction together with its record in `crmd_schema_version`. `CORE` holds crmd's own
+tables; the development tools add the reference ERP schema as a set of their own.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
 
+from crmd.store.db import LOCK_CLASS
 from crmd.store.sql import queries
 
-CORE = "core"
-REFERENCE_ERP = "reference_erp"
-# pg_advisory_lock(LOCK_CLASS, LOCK_MIGRATE): 'crmd' in ASCII, then the lock's purpose.
-LOCK_CLASS = 0x63726D64
 LOCK_MIGRATE = 1
-# Where each set's files live: crmd's own tables ship with the product, the sample ERP schema
-# with the development tools.
-LOCATIONS = {
-    CORE: ("crmd.store", "migrations/core"),
-    REFERENCE_ERP: ("crmd.dev", "migrations/reference_erp"),
-}
 _FILE = re.compile(r"^(\d{4})_(\w+)\.sql$")
+
+
+@dataclass(frozen=True)
+class MigrationSet:
+    name: str  # crmd_schema_version.conjunto
+    package: str
+    folder: str
+
+
+CORE = MigrationSet("core", "crmd.store", "migrations/core")
+
+
+class SchemaOutdated(Exception):
+    """The database lacks migrations this version of crmd needs; the message names them."""
 
 
 @dataclass(frozen=True)
@@ -35,16 +42,18 @@ class Migration:
     name: str
     sql: str
 
+    def __str__(self) -> str:
+        return f"{self.conjunto}/{self.version:04d}_{self.name}"
 
-def available(conjunto: str) -> list[Migration]:
-    package, folder_name = LOCATIONS[conjunto]
-    folder = resources.files(package).joinpath(folder_name)
+
+def available(migration_set: MigrationSet) -> list[Migration]:
+    folder = resources.files(migration_set.package).joinpath(migration_set.folder)
     found = []
     for entry in folder.iterdir():
         match = _FILE.match(entry.name)
         if match:
             text = entry.read_text(encoding="utf-8")
-            found.append(Migration(conjunto, int(match[1]), match[2], text))
+            found.append(Migration(migration_set.name, int(match[1]), match[2], text))
     return sorted(found, key=lambda m: m.version)
 
 
@@ -56,19 +65,29 @@ async def applied(conn: asyncpg.Connection) -> set[tuple[str, int]]:
     }
 
 
-async def pending(conn: asyncpg.Connection, sets: tuple[str, ...] = (CORE,)) -> list[Migration]:
+async def pending(
+    conn: asyncpg.Connection, sets: Sequence[MigrationSet] = (CORE,)
+) -> list[Migration]:
     """Migrations of `sets` not yet applied: empty means the schema is what this code expects."""
     done = await applied(conn)
     return [m for s in sets for m in available(s) if (m.conjunto, m.version) not in done]
 
 
-async def migrate(conn: asyncpg.Connection, *, reference_erp: bool = False) -> list[Migration]:
-    """Apply what is missing; returns what was applied (empty on a second run)."""
-    sets = (CORE, REFERENCE_ERP) if reference_erp else (CORE,)
+async def check_current(conn: asyncpg.Connection) -> None:
+    """Raise SchemaOutdated unless every core migration is applied."""
+    missing = await pending(conn)
+    if missing:
+        names = ", ".join(map(str, missing))
+        raise SchemaOutdated(f"database schema is not up to date ({names}): run crmd migrate")
+
+
+async def migrate(conn: asyncpg.Connection, extra: Sequence[MigrationSet] = ()) -> list[Migration]:
+    """Apply what is missing of the core set and of `extra`; returns what was applied (empty on a
+    second run)."""
     await conn.execute(queries["advisory_lock"], LOCK_CLASS, LOCK_MIGRATE)
     try:
         await conn.execute(queries["schema_version_table"])
-        todo = await pending(conn, sets)
+        todo = await pending(conn, (CORE, *extra))
         for migration in todo:
             async with conn.transaction():
                 await conn.execute(migration.sql)

@@ -1,99 +1,30 @@
-"""Queue operations on `crm_sync_queue`: enqueue, claim with a lease, and settle each item.
+"""The outbox queue, `crm_sync_queue`: enqueue in bulk, claim with a lease, settle outcomes.
 
-Every settling call carries the lease token its claim returned; a worker whose lease expired (and
-whose item another worker may have claimed since) gets `False` back and changes nothing.
+Every change of a claimed item's state goes through `settle`, one statement for any number of
+items: done, failed, tried again later, given back, or put off to wait for a dependency. Each
+outcome carries the lease token its claim returned; a worker whose lease expired (and whose
+item another worker may have claimed since) gets "stale" back and changes nothing.
 """
 
 from __future__ import annotations
 
-import random
-import uuid
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 
 import asyncpg
 
-from crmd.config import QueueSettings
+from crmd.model import Entry, Item, NewItem, OutcomeKind, RetryPolicy, Settled
 from crmd.store.sql import queries
 
-Action = Literal["upsert", "delete"]
 
-# The old system's priorities: vendas first, atividades last.
-DEFAULT_PRIORITY: dict[str, int] = {"vendas": 5, "clientes": 3, "produtos": 3, "atividades": 2}
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """A claimed queue item."""
-
-    id: int
-    loja_id: int
-    entidade: str
-    entidade_id: int
-    acao: Action
-    prioridade: int
-    tentativas: int
-    adiamentos: int
-    lease_token: uuid.UUID
-
-    @property
-    def record_key(self) -> tuple[int, str, int]:
-        return (self.loja_id, self.entidade, self.entidade_id)
-
-
-@dataclass(frozen=True, slots=True)
-class NewItem:
-    loja_id: int
-    entidade: str
-    entidade_id: int
-    prioridade: int | None = None
-    acao: Action = "upsert"
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """When a failed attempt is tried again: initial x multiplier^(n-1), with jitter, capped."""
-
-    max_attempts: int = 3
-    initial_delay: float = 2.0
-    multiplier: float = 2.0
-    max_delay: float = 3600.0
-    jitter: float = 0.1
-
-    @classmethod
-    def from_settings(cls, s: QueueSettings) -> RetryPolicy:
-        return cls(
-            s.max_attempts,
-            s.retry_initial_delay_seconds,
-            s.retry_multiplier,
-            s.retry_max_delay_seconds,
-            s.retry_jitter,
-        )
-
-    def retry_in(self, attempt: int, *, retryable: bool) -> float | None:
-        """Seconds until a failed attempt number `attempt` is tried again; None: give up."""
-        return self.delay(attempt) if retryable and attempt < self.max_attempts else None
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        base = min(self.initial_delay * self.multiplier ** max(attempt - 1, 0), self.max_delay)
-        spread = (rng or random).uniform(-self.jitter, self.jitter)
-        return max(base * (1 + spread), 0.0)
-
-
-def _priority(item: NewItem) -> int:
-    return item.prioridade if item.prioridade is not None else DEFAULT_PRIORITY[item.entidade]
-
-
-async def enqueue(conn: asyncpg.Connection, item: NewItem) -> None:
-    await conn.execute(
-        queries["enqueue"],
-        item.loja_id,
-        item.entidade,
-        item.entidade_id,
-        _priority(item),
-        item.acao,
-    )
+@asynccontextmanager
+async def bulk_mode(conn: asyncpg.Connection) -> AsyncIterator[None]:
+    """A transaction in which crmd's own inserts coalesce themselves (ON CONFLICT) and the row
+    trigger stands aside; its end wakes the workers, at commit."""
+    async with conn.transaction():
+        await conn.execute(queries["bulk_mode_on"])
+        yield
+        await conn.execute(queries["bulk_mode_off"])
 
 
 async def enqueue_many(conn: asyncpg.Connection, items: Iterable[NewItem]) -> int:
@@ -101,18 +32,37 @@ async def enqueue_many(conn: asyncpg.Connection, items: Iterable[NewItem]) -> in
     batch = list(items)
     if not batch:
         return 0
-    async with conn.transaction():
-        await conn.execute(queries["bulk_mode_on"])
+    async with bulk_mode(conn):
         rows = await conn.fetch(
             queries["enqueue_many"],
             [i.loja_id for i in batch],
             [i.entidade for i in batch],
             [i.entidade_id for i in batch],
-            [_priority(i) for i in batch],
+            [i.priority for i in batch],
             [i.acao for i in batch],
         )
-        await conn.execute(queries["bulk_mode_off"])
     return sum(1 for r in rows if r["novo"])
+
+
+async def enqueue_listed(
+    conn: asyncpg.Connection,
+    listing: str,
+    entidade: str,
+    *,
+    after: int,
+    limit: int,
+    lojas: Sequence[int] | None,
+    days: int | None,
+    priority: int,
+) -> list[asyncpg.Record]:
+    """One chunk of a bulk enqueue of the ERP records `listing` names (erp.listing), in a
+    transaction of its own: rows of (loja_id, found, created, last_id)."""
+    sql = queries["enqueue_listed"].replace("/*listing*/", listing, 1)
+    async with bulk_mode(conn):
+        rows: list[asyncpg.Record] = await conn.fetch(
+            sql, after, limit, None if lojas is None else list(lojas), days, priority, entidade
+        )
+    return rows
 
 
 async def claim(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> list[Item]:
@@ -123,56 +73,91 @@ async def claim(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> l
     return items
 
 
-async def _settle(conn: asyncpg.Connection, query: str, *args: object) -> bool:
-    return bool(await conn.execute(queries[query], *args) == "UPDATE 1")
-
-
-async def _requeue(conn: asyncpg.Connection, query: str, *args: object) -> bool:
-    return bool(await conn.fetchval(queries[query], *args))
-
-
-async def complete(conn: asyncpg.Connection, item: Item) -> bool:
-    return await _settle(conn, "complete", item.id, item.lease_token)
-
-
-async def reschedule(conn: asyncpg.Connection, item: Item, delay: float, error: str) -> bool:
-    return await _requeue(conn, "reschedule", item.id, item.lease_token, delay, error)
-
-
-async def fail(conn: asyncpg.Connection, item: Item, error: str) -> bool:
-    return await _settle(conn, "fail", item.id, item.lease_token, error)
-
-
-async def fail_or_retry(
-    conn: asyncpg.Connection, item: Item, error: str, policy: RetryPolicy, *, retryable: bool
-) -> Literal["retry", "failed", "stale"]:
-    """Settle a failed attempt: try again later while attempts remain and the error allows."""
-    delay = policy.retry_in(item.tentativas, retryable=retryable)
+def _transition(entry: Entry, policy: RetryPolicy) -> tuple[Settled, str, float, str | None]:
+    """The item's next state (queue estado, delay, map change) for an outcome."""
+    outcome = entry.outcome
+    kind = outcome.kind
+    if kind is OutcomeKind.SYNCED:
+        return "done", "concluido", 0.0, "gravar" if outcome.external_id else None
+    if kind is OutcomeKind.REMOVED:
+        return "done", "concluido", 0.0, "remover"
+    if kind is OutcomeKind.POSTPONED:
+        return "postponed", "devolver", outcome.delay, None
+    if kind is OutcomeKind.RELEASED:
+        return "released", "devolver", outcome.delay, None
+    if kind is OutcomeKind.DEFERRED:
+        return "deferred", "adiar", outcome.delay, None
+    delay = policy.retry_in(entry.item.tentativas, retryable=outcome.retryable)
     if delay is not None:
-        return "retry" if await reschedule(conn, item, delay, error) else "stale"
-    return "failed" if await fail(conn, item, error) else "stale"
+        return "retry", "pendente", delay, None
+    return "failed", "falhou", 0.0, None
 
 
-async def release(
-    conn: asyncpg.Connection, item: Item, delay: float = 0.0, reason: str | None = None
-) -> bool:
-    """Give the item back without spending its attempt."""
-    return await _requeue(conn, "release", item.id, item.lease_token, delay, reason)
-
-
-async def defer(conn: asyncpg.Connection, item: Item, delay: float, reason: str) -> bool:
-    """Give the item back to wait for a dependency; counts the wait, not an attempt."""
-    return await _requeue(conn, "defer", item.id, item.lease_token, delay, reason)
-
-
-async def release_all(conn: asyncpg.Connection, items: Sequence[Item]) -> int:
-    released = 0
-    for item in items:
-        released += await release(conn, item)
-    return released
+async def settle(
+    conn: asyncpg.Connection, entries: Sequence[Entry], policy: RetryPolicy
+) -> list[Settled]:
+    """Store outcomes in one statement (atomic, one round trip for any number): the CRM id, the
+    log row (every attempt that reached the CRM or failed) and the queue state. A stale lease
+    keeps the log row and the CRM id, which are facts about the CRM, but leaves the queue state
+    to the new owner: that entry comes back "stale"."""
+    if not entries:
+        return []
+    plans = [_transition(e, policy) for e in entries]
+    rows = []
+    for e, (_, estado, delay, mapa) in zip(entries, plans, strict=True):
+        i, o = e.item, e.outcome
+        status = ("sucesso" if o.success else "erro") if o.logged else None
+        rows.append(
+            (
+                i.id,
+                i.lease_token,
+                e.conta,
+                i.loja_id,
+                i.entidade,
+                i.entidade_id,
+                i.acao,
+                i.tentativas,
+                mapa,
+                o.external_id,
+                o.payload_hash,
+                status,
+                o.http_status,
+                o.message,
+                o.requests,
+                o.duration_ms,
+                estado,
+                delay,
+            )
+        )
+    results: list[bool] = await conn.fetchval(queries["settle"], rows)
+    return [plan[0] if ok else "stale" for plan, ok in zip(plans, results, strict=True)]
 
 
 async def next_due_in(conn: asyncpg.Connection) -> float | None:
     """Seconds until the next pending item is due; None when nothing is pending."""
     value = await conn.fetchval(queries["next_due_in"])
     return None if value is None else max(float(value), 0.0)
+
+
+async def retry_failed(
+    conn: asyncpg.Connection, ids: Sequence[int] | None, entidade: str | None
+) -> tuple[int, int]:
+    """Failed items (these ids, or of this entity, or all) pending again with fresh attempts;
+    returns (revived, folded into an item of the same record that already waits)."""
+    try:
+        row = await _retry_once(conn, ids, entidade)
+    except asyncpg.UniqueViolationError:
+        # A producer made one of the records pending while we looked: look again, and fold.
+        row = await _retry_once(conn, ids, entidade)
+    return int(row["revived"]), int(row["folded"])
+
+
+async def _retry_once(
+    conn: asyncpg.Connection, ids: Sequence[int] | None, entidade: str | None
+) -> asyncpg.Record:
+    async with conn.transaction():
+        row: asyncpg.Record = await conn.fetchrow(
+            queries["retry_failed"], None if ids is None else list(ids), entidade
+        )
+        await conn.execute(queries["wake_workers"])
+    return row

@@ -11,16 +11,18 @@ from datetime import datetime
 from html import escape
 from importlib import resources
 from string import Template
-from typing import Any
 
-from crmd.ops import format_age
+from crmd.model import ENTITIES
+from crmd.ops.status import (
+    AccountReport,
+    ErrorReport,
+    QueueReport,
+    StatusReport,
+    TimerReport,
+    format_age,
+)
 
-ENTITY_LABELS = {
-    "clientes": "Clientes",
-    "produtos": "Produtos",
-    "vendas": "Vendas",
-    "atividades": "Atividades",
-}
+ENTITY_LABELS = {e: e.capitalize() for e in ENTITIES}
 TIMER_LABELS = {"cleanup": "Limpeza", "full_sync": "Sincronização completa"}
 WINDOW_LABELS = {1.0: "por segundo", 60.0: "por minuto", 3600.0: "por hora", 86400.0: "por dia"}
 CONTENT_TYPES = {"app.js": "text/javascript", "style.css": "text/css"}
@@ -38,7 +40,7 @@ def asset(name: str) -> tuple[bytes, str] | None:
     return _read(name).encode(), content_type
 
 
-def render_page(report: dict[str, Any] | None) -> str:
+def render_page(report: StatusReport | None) -> str:
     """The whole page; `report` None when the database could not be read."""
     page = Template(_read("index.html"))
     if report is None:
@@ -48,11 +50,11 @@ def render_page(report: dict[str, Any] | None) -> str:
         )
     return page.substitute(
         cards=cards(report),
-        fila=queue_table(report["queue"]),
-        contas=accounts(report.get("accounts")),
-        agendamentos=timers(report.get("timers")),
-        erros=errors(report["recent_errors"]),
-        atualizado=escape(_when(report["generated_at"])),
+        fila=queue_table(report.queue),
+        contas=accounts(report.accounts),
+        agendamentos=timers(report.timers),
+        erros=errors(report.recent_errors),
+        atualizado=escape(_when(report.generated_at)),
     )
 
 
@@ -75,30 +77,30 @@ def _card(label: str, value: str, field: str, warn: bool = False) -> str:
     )
 
 
-def cards(report: dict[str, Any]) -> str:
-    q, day, hour = report["queue"], report["last_24h"], report["last_hour"]
-    rate = day["success_rate"]
+def cards(report: StatusReport) -> str:
+    q, day, hour = report.queue, report.last_24h, report.last_hour
+    rate = day.success_rate
     return "".join(
         [
-            _card("Pendentes", str(q["pending_total"]), "pending_total"),
-            _card("Em processamento", str(q["in_flight_total"]), "in_flight_total"),
-            _card("Falhas", str(q["failed_total"]), "failed_total", q["failed_total"] > 0),
+            _card("Pendentes", str(q.pending_total), "pending_total"),
+            _card("Em processamento", str(q.in_flight_total), "in_flight_total"),
+            _card("Falhas", str(q.failed_total), "failed_total", q.failed_total > 0),
             _card(
                 "Sucesso (24 h)",
                 "—" if rate is None else f"{rate:.1%}".replace(".", ","),
                 "success_rate",
                 rate is not None and rate < 0.9,
             ),
-            _card("Enviados na última hora", str(hour["succeeded"]), "last_hour"),
-            _card("Pendente mais antigo", age(q["oldest_pending_age_seconds"]), "oldest"),
+            _card("Enviados na última hora", str(hour.succeeded), "last_hour"),
+            _card("Pendente mais antigo", age(q.oldest_pending_age_seconds), "oldest"),
         ]
     )
 
 
-def queue_table(q: dict[str, Any]) -> str:
+def queue_table(q: QueueReport) -> str:
     rows = "".join(
-        f"<tr><th scope=row>{label}</th><td>{q['pending'][e]}</td><td>{q['in_flight'][e]}</td>"
-        f"<td>{q['failed'][e]}</td></tr>"
+        f"<tr><th scope=row>{label}</th><td>{q.pending[e]}</td><td>{q.in_flight[e]}</td>"
+        f"<td>{q.failed[e]}</td></tr>"
         for e, label in ENTITY_LABELS.items()
     )
     return (
@@ -111,34 +113,34 @@ def window(per_seconds: float) -> str:
     return WINDOW_LABELS.get(float(per_seconds), f"em {per_seconds:g} s")
 
 
-def accounts(items: list[dict[str, Any]] | None) -> str:
+def accounts(items: list[AccountReport] | None) -> str:
     if not items:
         return '<p class="vazio">Nenhuma conta conhecida (o daemon informa as contas).</p>'
     out = []
     for a in items:
         state = (
-            f'<span class="pausada">Pausada até {escape(_when(a["paused_until"]))}: '
-            f"{escape(a['reason'] or '')}</span>"
-            if a["paused"]
+            f'<span class="pausada">Pausada até {escape(_when(a.paused_until))}: '
+            f"{escape(a.reason or '')}</span>"
+            if a.paused
             else '<span class="ativa">Ativa</span>'
         )
         meters = "".join(
-            f'<div class="uso"><span>{window(lim["per_seconds"])}: {lim["used"]} de '
-            f'{lim["requests"]}</span><meter min="0" max="{lim["requests"]}" '
-            f'value="{lim["used"]}"></meter></div>'
-            for lim in a["limits"]
+            f'<div class="uso"><span>{window(lim.per_seconds)}: {lim.used} de '
+            f'{lim.requests}</span><meter min="0" max="{lim.requests}" '
+            f'value="{lim.used}"></meter></div>'
+            for lim in a.limits
         )
-        out.append(f'<div class="conta"><h3>{escape(a["name"])} {state}</h3>{meters}</div>')
+        out.append(f'<div class="conta"><h3>{escape(a.name)} {state}</h3>{meters}</div>')
     return "".join(out)
 
 
-def timers(items: list[dict[str, Any]] | None) -> str:
+def timers(items: list[TimerReport] | None) -> str:
     if not items:
         return '<p class="vazio">Nenhum agendamento conhecido.</p>'
     rows = "".join(
-        f"<tr><th scope=row>{escape(TIMER_LABELS.get(t['name'], t['name']))}</th>"
-        f"<td>{escape(_when(t['last_run']) if t['last_run'] else 'nunca')}</td>"
-        f"<td>{escape(_when(t['next_run']))}</td></tr>"
+        f"<tr><th scope=row>{escape(TIMER_LABELS.get(t.name, t.name))}</th>"
+        f"<td>{escape(_when(t.last_run) if t.last_run else 'nunca')}</td>"
+        f"<td>{escape(_when(t.next_run))}</td></tr>"
         for t in items
     )
     return (
@@ -147,15 +149,15 @@ def timers(items: list[dict[str, Any]] | None) -> str:
     )
 
 
-def errors(items: list[dict[str, Any]]) -> str:
+def errors(items: list[ErrorReport]) -> str:
     if not items:
         return '<p class="vazio">Nenhum erro recente.</p>'
     rows = "".join(
-        f"<tr><td>{escape(_when(e['criado_em']))}</td>"
-        f"<td>{escape(ENTITY_LABELS.get(e['entidade'], e['entidade']))} {e['entidade_id']} "
-        f"(loja {e['loja_id']})</td>"
-        f"<td>{'HTTP ' + str(e['http_status']) + ': ' if e['http_status'] else ''}"
-        f"{escape(e['mensagem'] or '')}</td></tr>"
+        f"<tr><td>{escape(_when(e.criado_em))}</td>"
+        f"<td>{escape(ENTITY_LABELS.get(e.entidade, e.entidade))} {e.entidade_id} "
+        f"(loja {e.loja_id})</td>"
+        f"<td>{'HTTP ' + str(e.http_status) + ': ' if e.http_status else ''}"
+        f"{escape(e.mensagem or '')}</td></tr>"
         for e in items
     )
     return (

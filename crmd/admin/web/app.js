@@ -1,6 +1,6 @@
 // The dashboard's behaviour: refresh the panels from /api/status every few seconds and send the
 // manual sync and retry requests with the admin token (kept in sessionStorage, this tab only).
-// Plain JavaScript, no build step; the panels mirror crmd/web/__init__.py's server rendering.
+// Plain JavaScript, no build step; the panels mirror crmd/admin/web/__init__.py's server rendering.
 "use strict";
 
 const REFRESH_MS = 5000;

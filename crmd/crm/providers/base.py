@@ -1,4 +1,4 @@
-"""What a CRM provider does for crmd, and the errors it reports.
+"""What a CRM provider does for crmd.
 
 A provider turns an ERP row into the CRM's payload and performs four operations per entity:
 create, update, delete, and find by natural key (the key that identifies a record without its CRM
@@ -9,42 +9,13 @@ the CRM's paths, shapes and error conventions. Adding a CRM means one new module
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from crmd.crm.transport import Transport
+from crmd.crm.transport import Transport
 
 Row = Mapping[str, Any]
 Payload = dict[str, Any]
-
-
-class ErrorKind(Enum):
-    RETRYABLE = "retryable"  # timeouts, connection errors, 5xx: try again later
-    PERMANENT = "permanent"  # validation errors, other 4xx: a person must look
-    NOT_FOUND = "not_found"  # the record does not exist in the CRM
-    RATE_LIMITED = "rate_limited"  # 429: the whole account is over its budget
-    AUTH = "auth"  # 401/403: the account's credentials are wrong
-    UNSUPPORTED = "unsupported"  # the CRM has no such resource
-
-
-class CrmError(Exception):
-    """A failed CRM operation; `message` is the CRM's own words where it gave any."""
-
-    def __init__(
-        self,
-        kind: ErrorKind,
-        message: str,
-        *,
-        http_status: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.http_status = http_status
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -56,11 +27,10 @@ class Dependencies:
 
 @dataclass
 class Prepared:
-    """A record ready to send: its payload and the CRM ids of the records it refers to."""
+    """A record ready to send: its payload, and the natural key it can be found by."""
 
     payload: Payload
     natural_key: str | None
-    needs: Dependencies = field(default_factory=Dependencies)
 
 
 class Provider(Protocol):

@@ -17,15 +17,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from crmd.config import CrmAccountSettings
+from crmd.crm.errors import CrmError, ErrorKind
 from crmd.crm.limiter import RateLimiter
-from crmd.crm.providers.base import (
-    CrmError,
-    Dependencies,
-    ErrorKind,
-    Payload,
-    Prepared,
-    Row,
-)
+from crmd.crm.providers.base import Dependencies, Payload, Prepared, Row
 from crmd.crm.transport import Response, Transport
 
 SUPPORTED = ("clientes", "produtos", "vendas")

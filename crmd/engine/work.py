@@ -1,0 +1,36 @@
+"""What the engine passes along: a claimed item with what was loaded for it, and its counters."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from crmd.crm.accounts import Account
+from crmd.crm.providers.base import Row
+from crmd.model import Item
+
+
+@dataclass
+class Work:
+    """A claimed item with what the claimer loaded for it."""
+
+    item: Item
+    account: Account
+    row: Row | None  # None: the record is no longer in the ERP
+    external_id: str | None
+    payload_hash: str | None
+    create_unsure: bool = False  # a previous create's outcome is unknown: look up first
+
+
+@dataclass
+class Stats:
+    """Counters since start, for the summary line, status and metrics."""
+
+    claimed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    released: int = 0
+    requests: int = 0
+    by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    failed_by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))

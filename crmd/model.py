@@ -1,0 +1,140 @@
+"""The vocabulary every layer shares: entities, queue items, attempt outcomes, the retry rule.
+
+Plain data, no I/O: the store writes these, the engine produces them, the surfaces show them.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from dataclasses import dataclass
+from enum import Enum
+from typing import Literal
+
+ENTITIES = ("clientes", "produtos", "vendas", "atividades")
+Entity = Literal["clientes", "produtos", "vendas", "atividades"]
+Action = Literal["upsert", "delete"]
+
+# The old system's priorities: vendas first, atividades last.
+DEFAULT_PRIORITY: dict[str, int] = {"vendas": 5, "clientes": 3, "produtos": 3, "atividades": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """A claimed queue item; `lease_token` proves the claim when its outcome is settled."""
+
+    id: int
+    loja_id: int
+    entidade: str
+    entidade_id: int
+    acao: Action
+    prioridade: int
+    tentativas: int
+    adiamentos: int
+    lease_token: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """A record to enqueue; `prioridade` None takes the entity's default."""
+
+    loja_id: int
+    entidade: str
+    entidade_id: int
+    prioridade: int | None = None
+    acao: Action = "upsert"
+
+    @property
+    def priority(self) -> int:
+        return DEFAULT_PRIORITY[self.entidade] if self.prioridade is None else self.prioridade
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """When a failed attempt is tried again: initial x multiplier^(n-1), with jitter, capped."""
+
+    max_attempts: int = 3
+    initial_delay: float = 2.0
+    multiplier: float = 2.0
+    max_delay: float = 3600.0
+    jitter: float = 0.1
+
+    def retry_in(self, attempt: int, *, retryable: bool) -> float | None:
+        """Seconds until a failed attempt number `attempt` is tried again; None: give up."""
+        return self.delay(attempt) if retryable and attempt < self.max_attempts else None
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        base = min(self.initial_delay * self.multiplier ** max(attempt - 1, 0), self.max_delay)
+        spread = (rng or random).uniform(-self.jitter, self.jitter)
+        return max(base * (1 + spread), 0.0)
+
+
+class OutcomeKind(Enum):
+    """What became of one claimed item. Every kind is settled by the same store call."""
+
+    SYNCED = "synced"  # the CRM holds the record: keep its id and what was sent
+    REMOVED = "removed"  # the record is gone from the CRM: forget its id
+    FAILED = "failed"  # the attempt failed: tried again while attempts remain and it may
+    POSTPONED = "postponed"  # the account failed (429, authentication): logged, attempt back
+    RELEASED = "released"  # given back unsent (paused account, shutdown): attempt back
+    DEFERRED = "deferred"  # given back to wait for a record it needs: counted as a wait
+
+
+SENT_KINDS = frozenset({OutcomeKind.SYNCED, OutcomeKind.REMOVED, OutcomeKind.FAILED})
+Settled = Literal["done", "retry", "postponed", "released", "deferred", "failed", "stale"]
+
+
+@dataclass
+class Outcome:
+    kind: OutcomeKind
+    message: str
+    external_id: str | None = None
+    payload_hash: str | None = None
+    retryable: bool = False  # FAILED only: whether another attempt may succeed
+    delay: float = 0.0  # POSTPONED, RELEASED, DEFERRED: seconds before the item is due again
+    http_status: int | None = None
+    requests: int = 0
+    duration_ms: int | None = None
+
+    @property
+    def success(self) -> bool:
+        return self.kind in (OutcomeKind.SYNCED, OutcomeKind.REMOVED)
+
+    @property
+    def logged(self) -> bool:
+        """Whether the attempt leaves a log row: everything but a give-back that sent nothing."""
+        return self.kind not in (OutcomeKind.RELEASED, OutcomeKind.DEFERRED) or self.requests > 0
+
+    @classmethod
+    def synced(cls, external_id: str, payload_hash: str, message: str) -> Outcome:
+        return cls(OutcomeKind.SYNCED, message, external_id=external_id, payload_hash=payload_hash)
+
+    @classmethod
+    def removed(cls, message: str) -> Outcome:
+        return cls(OutcomeKind.REMOVED, message)
+
+    @classmethod
+    def failed(cls, message: str, *, retryable: bool, http_status: int | None = None) -> Outcome:
+        return cls(OutcomeKind.FAILED, message, retryable=retryable, http_status=http_status)
+
+    @classmethod
+    def postponed(cls, message: str, seconds: float, *, http_status: int | None) -> Outcome:
+        """The account, not the item, failed (429, authentication): logged, not counted."""
+        return cls(OutcomeKind.POSTPONED, message, delay=seconds, http_status=http_status)
+
+    @classmethod
+    def released(cls, reason: str | None = None, seconds: float = 0.0) -> Outcome:
+        return cls(OutcomeKind.RELEASED, reason or "", delay=seconds)
+
+    @classmethod
+    def deferred(cls, reason: str, seconds: float) -> Outcome:
+        return cls(OutcomeKind.DEFERRED, reason, delay=seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """An outcome to settle: the item it belongs to and the CRM account it was sent to."""
+
+    item: Item
+    conta: str
+    outcome: Outcome

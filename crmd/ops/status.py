@@ -1,0 +1,246 @@
+"""The status report: the queue at a glance (the old monitoring SQL in one call), the accounts'
+budgets and pauses, the timers, and what the running daemon knows of itself.
+
+One type, `StatusReport`, built here and nowhere else: `crmd status` prints it, `/api/status`
+serves it as JSON and the dashboard renders it. A command run away from the daemon reads the
+daemon's report over HTTP (`StatusReport.model_validate`), or builds one without the parts only
+the daemon knows.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Protocol
+
+import asyncpg
+from pydantic import BaseModel
+
+from crmd.crm.accounts import Account
+from crmd.engine.work import Stats
+from crmd.model import ENTITIES
+from crmd.ops.schedule import TimerInfo
+from crmd.store import reports
+
+RECENT_ERRORS = 10
+STATES = ("pendente", "processando", "falhou")
+
+
+class QueueReport(BaseModel):
+    pending: dict[str, int]
+    pending_total: int
+    in_flight: dict[str, int]
+    in_flight_total: int
+    failed: dict[str, int]
+    failed_total: int
+    oldest_pending_at: str | None
+    oldest_pending_age_seconds: float | None
+
+
+class DayReport(BaseModel):
+    attempts: int
+    succeeded: int
+    errors: int
+    success_rate: float | None
+
+
+class HourReport(BaseModel):
+    attempts: int
+    succeeded: int
+
+
+class ErrorReport(BaseModel):
+    id: int
+    criado_em: str
+    queue_id: int | None
+    conta: str
+    loja_id: int
+    entidade: str
+    entidade_id: int
+    acao: str
+    tentativa: int
+    http_status: int | None
+    mensagem: str | None
+
+
+class LimitReport(BaseModel):
+    requests: int
+    per_seconds: float
+    used: int
+
+
+class AccountReport(BaseModel):
+    name: str
+    paused: bool
+    paused_until: str | None
+    reason: str | None
+    limits: list[LimitReport]
+
+
+class TimerReport(BaseModel):
+    name: str
+    cron: str
+    last_run: str | None
+    next_run: str
+
+
+class ReloadsReport(BaseModel):
+    count: int
+    last_ok: bool | None
+    last_at: float | None
+
+
+class StatsReport(BaseModel):
+    succeeded: int
+    failed: int
+    retried: int
+    released: int
+    requests: int
+
+
+class DaemonReport(BaseModel):
+    ready: bool
+    reloads: ReloadsReport
+    stats: StatsReport | None
+    token_configured: bool
+
+
+class Reloads(Protocol):
+    """How the daemon's reloads went (service.daemon.ReloadInfo)."""
+
+    count: int
+    last_ok: bool | None
+    last_at: float | None
+
+
+class StatusReport(BaseModel):
+    generated_at: str
+    queue: QueueReport
+    last_24h: DayReport
+    last_hour: HourReport
+    recent_errors: list[ErrorReport]
+    # Known only where the daemon runs (None: not known here, not "none paused").
+    accounts: list[AccountReport] | None = None
+    timers: list[TimerReport] | None = None
+    daemon: DaemonReport | None = None
+    query_seconds: float = 0.0
+
+
+async def report(
+    conn: asyncpg.Connection,
+    *,
+    accounts: Mapping[str, Account] | None = None,
+    timers: Sequence[TimerInfo] | None = None,
+    daemon: DaemonReport | None = None,
+) -> StatusReport:
+    """The report from the database, with what the caller knows of accounts, timers and the
+    daemon. Reads only small partial indexes: milliseconds on a queue of millions of rows."""
+    started = time.perf_counter()
+    depth = {s: dict.fromkeys(ENTITIES, 0) for s in STATES}
+    oldest: datetime | None = None
+    for r in await reports.queue_depth(conn):
+        depth[r["estado"]][r["entidade"]] = r["n"]
+        if r["estado"] == "pendente" and (oldest is None or r["oldest"] < oldest):
+            oldest = r["oldest"]
+    rates = await reports.log_rates(conn)
+    now: datetime = rates["now"]
+    errors = await reports.last_errors(conn, RECENT_ERRORS)
+    attempts = rates["attempts_24h"]
+    return StatusReport(
+        generated_at=now.isoformat(),
+        queue=QueueReport(
+            pending=depth["pendente"],
+            pending_total=sum(depth["pendente"].values()),
+            in_flight=depth["processando"],
+            in_flight_total=sum(depth["processando"].values()),
+            failed=depth["falhou"],
+            failed_total=sum(depth["falhou"].values()),
+            oldest_pending_at=_iso(oldest),
+            oldest_pending_age_seconds=(
+                None if oldest is None else max((now - oldest).total_seconds(), 0.0)
+            ),
+        ),
+        last_24h=DayReport(
+            attempts=attempts,
+            succeeded=rates["succeeded_24h"],
+            errors=attempts - rates["succeeded_24h"],
+            success_rate=None if not attempts else rates["succeeded_24h"] / attempts,
+        ),
+        last_hour=HourReport(attempts=rates["attempts_1h"], succeeded=rates["succeeded_1h"]),
+        recent_errors=[
+            ErrorReport(**{**dict(r), "criado_em": r["criado_em"].isoformat()}) for r in errors
+        ],
+        accounts=None if accounts is None else account_reports(accounts),
+        timers=None if timers is None else [_timer(t) for t in timers],
+        daemon=daemon,
+        query_seconds=round(time.perf_counter() - started, 4),
+    )
+
+
+def account_reports(accounts: Mapping[str, Account]) -> list[AccountReport]:
+    """Each CRM account's pause, its reason, and each limit's use right now."""
+    result = []
+    for name, account in sorted(accounts.items()):
+        limiter = account.limiter
+        until = limiter.paused_until
+        result.append(
+            AccountReport(
+                name=name,
+                paused=until is not None,
+                paused_until=None if until is None else _iso(datetime.fromtimestamp(until, UTC)),
+                reason=limiter.pause_reason,
+                limits=[
+                    LimitReport(
+                        requests=lim.requests,
+                        per_seconds=lim.per_seconds,
+                        used=limiter.used(lim.per_seconds),
+                    )
+                    for lim in limiter.limits
+                ],
+            )
+        )
+    return result
+
+
+def daemon_report(
+    *, ready: bool, reloads: Reloads, stats: Stats | None, token_configured: bool
+) -> DaemonReport:
+    """What the running daemon says of itself."""
+    return DaemonReport(
+        ready=ready,
+        reloads=ReloadsReport(
+            count=reloads.count, last_ok=reloads.last_ok, last_at=reloads.last_at
+        ),
+        stats=None
+        if stats is None
+        else StatsReport(
+            succeeded=stats.succeeded,
+            failed=stats.failed,
+            retried=stats.retried,
+            released=stats.released,
+            requests=stats.requests,
+        ),
+        token_configured=token_configured,
+    )
+
+
+def _timer(t: TimerInfo) -> TimerReport:
+    return TimerReport(
+        name=t.name, cron=t.cron, last_run=_iso(t.last_run), next_run=t.next_run.isoformat()
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def format_age(seconds: float) -> str:
+    """A duration for people: 45 s, 12 min, 3.5 h, 2.0 dias (the status output's language)."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} dias"
