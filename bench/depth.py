@@ -1,11 +1,11 @@
 """Scenario 4: queue depth. Does claiming stay cheap as finished rows pile up?
 
 One database: 100 thousand pending items (distinct records, as the unique pending index demands),
-then 10 thousand done rows; time `crmd.store.queue.claim` of a batch of 100, many times (each claimed
-batch is then marked done, untimed, so every claim sees the same queue). Then the done rows grow
-to 1 million (quick: 100 thousand) and the claims are timed again. Finally, the time
-`crmd.store.queue.enqueue_many` takes to enqueue 1 million new items (quick: 50 thousand), in chunks of
-100 thousand.
+then 10 thousand done rows; time `crmd.store.queue.claim` of a batch of 100, many times (each
+claimed batch is then marked done, untimed, so every claim sees the same queue). Then the done
+rows grow to 1 million (quick: 100 thousand) and the claims are timed again. Finally, the time
+`crmd.store.queue.enqueue_many` takes to enqueue 1 million new items (quick: 50 thousand), in
+chunks of 100 thousand.
 """
 
 from __future__ import annotations
