@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from crmd import dsn as libpq
 from crmd.model import ENTITIES, Entity, RetryPolicy
 
 DEFAULT_CONFIG_PATH = Path("/etc/crmd/config.toml")
@@ -62,7 +63,7 @@ class _Section(BaseModel):
 
 
 class DatabaseSettings(_Section):
-    dsn: str = "postgresql://crmd@localhost/ecletech"
+    dsn: str = ""  # no default: a forgotten DSN must not quietly reach some other database
     password: SecretStr | None = None
     password_file: str | None = None
     pool_min_size: int = Field(1, ge=0)
@@ -72,9 +73,7 @@ class DatabaseSettings(_Section):
     @field_validator("dsn")
     @classmethod
     def _dsn(cls, value: str) -> str:
-        if not value.startswith(("postgresql://", "postgres://")):
-            raise ValueError("must start with postgresql:// (a libpq URI)")
-        return value
+        return libpq.check(value) if value else value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -314,6 +313,26 @@ class Settings(BaseSettings):
         # The TOML file arrives as init kwargs; the environment overrides it, key by key.
         return (env_settings, init_settings)
 
+    @model_validator(mode="after")
+    def _required(self) -> Self:
+        if not self.database.dsn:
+            raise ValueError("database.dsn: not set ([database] dsn, or CRMD_DATABASE__DSN)")
+        return self
+
+    def problems_for_run(self) -> list[tuple[str, str]]:
+        """What syncing needs beyond a valid file, as (key, reason): each account's credentials.
+        Commands that only read the database do not ask for them."""
+        accounts: list[tuple[str, CrmAccountSettings]] = [("crm", self.crm)]
+        accounts += [(f"crm.lojas.{n}", acct) for n, acct in sorted(self.crm.lojas.items())]
+        problems = []
+        for prefix, acct in accounts:
+            for key in ("access_token", "secret_access_token"):
+                if getattr(acct, key) is None:
+                    problems.append(
+                        (f"{prefix}.{key}", f"{acct.provider} needs it: set {key} or {key}_file")
+                    )
+        return problems
+
 
 def resolve_path(explicit: str | None) -> tuple[Path, bool]:
     """The config file to read and whether someone asked for it (then it must exist)."""
@@ -358,24 +377,14 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
             msg = "unknown key (check the spelling)"
         # Section validators say "field: reason"; fold the field into the key path.
         field, sep, reason = msg.partition(": ")
-        if sep and field.isidentifier():
+        if sep and all(part.isidentifier() for part in field.split(".")):
             key, msg = f"{key}.{field}" if key else field, reason
         problems.append((key or "config", msg))
     return problems
 
 
-def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced, for logs and `check-config`."""
-    scheme, sep, rest = dsn.partition("://")
-    userinfo, at, hostpart = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return dsn
-    user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{hostpart}"
-
-
 def effective(settings: Settings) -> dict[str, Any]:
     """The settings as plain data with every secret masked."""
     data = settings.model_dump(mode="json")
-    data["database"]["dsn"] = redact_dsn(settings.database.dsn)
+    data["database"]["dsn"] = libpq.redact(settings.database.dsn)
     return data

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from crmd.config import ConfigError, load_settings, redact_dsn
+from crmd.config import ConfigError, load_settings
+from crmd.dsn import redact
 from tests.conftest import run_crmd
 
 REPO = Path(__file__).resolve().parent.parent
@@ -22,9 +23,13 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def write(tmp_path: Path, text: str) -> str:
+DSN = '[database]\ndsn = "postgresql://crmd@localhost/erp"\n'
+
+
+def write(tmp_path: Path, text: str, *, dsn: bool = True) -> str:
+    """A config file; one that says nothing of [database] gets a DSN (it is required)."""
     path = tmp_path / "config.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text(text if "[database]" in text or not dsn else DSN + text, encoding="utf-8")
     return str(path)
 
 
@@ -177,10 +182,66 @@ def test_per_loja_accounts(tmp_path: Path) -> None:
     assert settings.crm.accounts()["loja-2"].base_url == "https://other.example"
 
 
-def test_redact_dsn_hides_only_the_password() -> None:
-    assert redact_dsn("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
-    assert redact_dsn("postgresql://u@h/db") == "postgresql://u@h/db"
-    assert redact_dsn("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
+def test_redact_dsn_hides_every_form_of_password_libpq_takes() -> None:
+    assert redact("postgresql://u:pw@h:5432/db") == "postgresql://u:***@h:5432/db"
+    assert redact("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert redact("postgresql://u:p@ss@h/db") == "postgresql://u:***@h/db"
+    assert redact("postgresql://u:pa?ss@h/db") == "postgresql://u:***@h/db"
+    assert (
+        redact("postgresql://u@h/db?sslmode=require&password=hunter2&sslpassword=k3y")
+        == "postgresql://u@h/db?sslmode=require&password=***&sslpassword=***"
+    )
+    assert redact("host=db password=hunter2 user=u") == "host=db password=*** user=u"
+    assert redact("host=db password='hun ter2' user=u") == "host=db password=*** user=u"
+
+
+@pytest.mark.parametrize(
+    ("dsn", "reason"),
+    [
+        ("postgresql://u@db:99999/erp", "port '99999' of host db is not a port"),
+        ("postgresql://u@a:5432,b:0/erp", "port '0' of host b is not a port"),
+        ("postgresql://u@db/erp?port=70000", "port '70000' of the port parameter"),
+        ("mysql://u@db/erp", "must start with postgresql://"),
+    ],
+)
+def test_a_dsn_that_cannot_connect_is_refused_naming_the_problem(
+    tmp_path: Path, dsn: str, reason: str
+) -> None:
+    found = problems(f'[database]\ndsn = "{dsn}"\n', tmp_path)
+    assert list(found) == ["database.dsn"]
+    assert reason in found["database.dsn"]
+
+
+def test_an_empty_file_is_refused_rather_than_run_against_some_default_database(
+    tmp_path: Path,
+) -> None:
+    path = write(tmp_path, "", dsn=False)
+    found = problems_of(path)
+    assert list(found) == ["database.dsn"] and "not set" in found["database.dsn"]
+    result = run_crmd("check-config", "--config", path)
+    assert result.returncode == 78 and "database.dsn: not set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_without_crm_tokens_exits_78_naming_the_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, '[crm.lojas.2]\naccess_token = "a"\n')
+    for command in (("check-config",), ("run", "--once")):
+        result = run_crmd(*command, "--config", path)
+        assert result.returncode == 78, (command, result.stderr)
+        assert "Traceback" not in result.stderr
+        for key in (
+            "crm.access_token",
+            "crm.secret_access_token",
+            "crm.lojas.2.secret_access_token",
+        ):
+            assert f"{key}: gestaoclick needs it" in result.stderr, (command, key)
+        assert "crm.lojas.2.access_token:" not in result.stderr
+
+
+def problems_of(path: str) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    return dict(info.value.problems)
 
 
 # --- the check-config command ----------------------------------------------------------------
@@ -211,8 +272,13 @@ def test_check_config_missing_file_exits_78_naming_it(tmp_path: Path) -> None:
 
 
 def test_check_config_never_prints_a_database_password(tmp_path: Path) -> None:
-    path = write(tmp_path, '[database]\ndsn = "postgresql://crmd:hunter2@db/erp"\n')
+    path = write(
+        tmp_path,
+        '[database]\ndsn = "postgresql://crmd:hunter2@db/erp?password=hunter3"\n'
+        '[crm]\naccess_token = "a"\nsecret_access_token = "b"\n',
+    )
     result = run_crmd("check-config", "--config", path)
-    assert result.returncode == 0
-    assert "hunter2" not in result.stdout
-    assert "postgresql://crmd:***@db/erp" in result.stdout
+    assert result.returncode == 0, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "hunter3" not in result.stdout + result.stderr
+    assert "postgresql://crmd:***@db/erp?password=***" in result.stdout

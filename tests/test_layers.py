@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "crmd": 0,
     "crmd.model": 0,
     "crmd.aio": 0,
+    "crmd.dsn": 0,
     "crmd.config": 1,
     "crmd.store": 2,
     "crmd.crm": 2,

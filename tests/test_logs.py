@@ -351,6 +351,20 @@ def test_secrets_are_masked_in_every_format(journal: tuple[socket.socket, str]) 
             assert leaked not in output
 
 
+def test_a_dsn_quoted_in_a_message_loses_its_password() -> None:
+    stream = io.StringIO()
+    logs.configure("info", "json", stream=stream)
+    structlog.get_logger().error(
+        "database_unreachable",
+        error="cannot connect to postgresql://crmd:hunter2@db/erp?password=hunter3: refused",
+        detail="host=db password=hunter4 user=crmd",
+    )
+    record = json.loads(stream.getvalue())
+    assert record["error"].startswith("cannot connect to postgresql://crmd:***@db/erp?password=***")
+    assert record["detail"] == "host=db password=*** user=crmd"
+    assert "hunter" not in stream.getvalue()
+
+
 # --- "auto": JOURNAL_STREAM detection in real processes ----------------------------------------
 
 CHILD = textwrap.dedent(

@@ -28,9 +28,13 @@ def config_arg(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_or_exit(args: argparse.Namespace) -> Settings:
+def settings_or_exit(args: argparse.Namespace, *, to_sync: bool = False) -> Settings:
+    """The settings, or exit 78 naming every bad key; `to_sync`: also what syncing needs (the
+    CRM's credentials), which commands that only read the database do not ask for."""
     try:
         settings, _ = load_settings(args.config)
+        if to_sync and (problems := settings.problems_for_run()):
+            raise ConfigError(problems)
     except ConfigError as exc:
         print_config_error(exc)
         sys.exit(os.EX_CONFIG)

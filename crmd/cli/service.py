@@ -69,6 +69,8 @@ def register(sub: Any) -> None:
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
         settings, source = load_settings(args.config)
+        if problems := settings.problems_for_run():
+            raise ConfigError(problems)
     except ConfigError as exc:
         print_config_error(exc)
         return os.EX_CONFIG
@@ -103,7 +105,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from crmd.service import logs
 
-    settings = settings_or_exit(args)
+    settings = settings_or_exit(args, to_sync=True)
     logs.configure(settings.log.level, settings.log.format)
     if not args.once:
         from crmd.admin.server import start_for_daemon

@@ -205,32 +205,59 @@ class Daemon:
     # --- reload -----------------------------------------------------------------------------
 
     async def reload(self) -> None:
-        """Re-read and validate everything; apply all of it or none of it."""
+        """Re-read and validate everything, the new database included; then apply all of it, or
+        none of it. Always ends with READY=1 and a STATUS that says which."""
         self.notifier.reloading("reloading configuration")
         self.reloads.count += 1
         self.reloads.last_at = time.time()
         try:
-            new, _ = load_settings(self.config_path)
-            accounts = build_accounts(new)  # validates credentials before anything changes
-        except (ConfigError, ValueError) as exc:
-            self.reloads.last_ok, self.reloads.last_error = False, str(exc)
-            log.error("reload_failed", error=str(exc), note="still running on the old config")
-            self.notifier.ready(f"reload FAILED, old config kept: {exc}"[:200])
+            new, accounts, pool = await self._prepare()
+        except Exception as exc:
+            reason = str(exc) or type(exc).__name__
+            self.reloads.last_ok, self.reloads.last_error = False, reason
+            log.error("reload_failed", error=reason, note="still running on the old config")
+            self.notifier.ready(f"reload FAILED, old config kept: {reason}"[:200])
             return
         old = self.settings
         changed = changed_keys(effective(old), effective(new))
         changed += [f"crm.{s}" for s in _secret_changes(old, new)]
-        await self._apply(old, new, accounts)
+        self._apply(new, accounts, pool)
         self.reloads.last_ok, self.reloads.last_error = True, None
         log.info("reloaded", changed=changed or "nothing")
         self.notifier.ready(self.status_line())
 
-    async def _apply(self, old: Settings, new: Settings, fresh: dict[str, Account]) -> None:
+    async def _prepare(self) -> tuple[Settings, dict[str, Account], asyncpg.Pool | None]:
+        """The new settings, accounts and (when [database] changed) pool, all checked; nothing
+        of the running daemon is touched here."""
+        new, _ = load_settings(self.config_path)
+        if problems := new.problems_for_run():
+            raise ConfigError(problems)
+        accounts = build_accounts(new)  # validates credentials before anything changes
+        if new.database.model_dump() == self.settings.database.model_dump():
+            return new, accounts, None
+        wait = new.database.connect_timeout_seconds + 5.0
+        try:
+            pool = await asyncio.wait_for(open_pool(new.database), wait)
+        except TimeoutError:
+            raise db.DatabaseUnavailable(
+                f"the new database did not answer within {wait:g} s"
+            ) from None
+        except BaseException:
+            await close_accounts(accounts)
+            raise
+        assert pool is not None
+        return new, accounts, pool
+
+    def _apply(self, new: Settings, fresh: dict[str, Account], pool: asyncpg.Pool | None) -> None:
+        """Swap in what `_prepare` checked; nothing here can fail half-way."""
         assert self.engine is not None and self.timers is not None
         logs.configure(new.log.level, new.log.format)
         accounts, retired = reconcile(self.engine.accounts, fresh)
-        if new.database.model_dump() != old.database.model_dump():
-            await self._swap_pool(new)
+        if pool is not None:
+            assert self.pool is not None
+            self._later(_close_pool_later(self.pool))
+            self.pool = self.engine.pool = self.timers.pool = pool
+            log.info("database_pool_replaced")
         self.settings = new
         self.engine.apply(new, accounts)
         self.timers.configure(new.schedule.timezone, self._action_factory(self))
@@ -239,15 +266,6 @@ class Daemon:
         self.wake.set()  # claim under the new settings (and from a new pool) at once
         # Old sessions close once their calls in flight are done.
         self._later(close_accounts(retired, after=new.sync.shutdown_timeout_seconds))
-
-    async def _swap_pool(self, new: Settings) -> None:
-        assert self.engine is not None and self.pool is not None and self.timers is not None
-        pool = await db.create_pool(new.database)
-        old, self.pool = self.pool, pool
-        self.engine.pool = pool
-        self.timers.pool = pool
-        self._later(_close_pool_later(old))
-        log.info("database_pool_replaced")
 
     def _later(self, coro: Any) -> None:
         task = asyncio.create_task(coro)

@@ -27,6 +27,8 @@ from typing import Any, Protocol, TextIO
 import structlog
 from structlog.typing import EventDict, WrappedLogger
 
+from crmd import dsn as libpq
+
 JOURNAL_SOCKET = "/run/systemd/journal/socket"
 SYSLOG_IDENTIFIER = "crmd"
 LEVELS = {
@@ -79,7 +81,8 @@ def detect_format(environ: Mapping[str, str] | None = None, fd: int = 2) -> str:
 
 
 def mask_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) -> EventDict:
-    """Replace the value of any key named like a token, secret, password or authorization.
+    """Replace the value of any key named like a token, secret, password or authorization, and
+    the password of any DSN quoted in a text (an error message).
 
     Runs before every output and goes into nested dicts (a request's headers). It over-masks on
     purpose (`token_file` too): a hidden path costs less than a leaked credential.
@@ -87,6 +90,8 @@ def mask_secrets(_logger: WrappedLogger, _method: str, event_dict: EventDict) ->
     for key, value in event_dict.items():
         if _is_secret(key) or isinstance(value, Mapping):
             event_dict[key] = _masked(key, value)
+        elif isinstance(value, str):
+            event_dict[key] = libpq.scrub(value)
     return event_dict
 
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import asyncpg
 
-from crmd.config import DatabaseSettings, redact_dsn
+from crmd import dsn
+from crmd.config import DatabaseSettings
 
 
 class DatabaseUnavailable(Exception):
@@ -37,7 +38,7 @@ def _connect_kwargs(settings: DatabaseSettings) -> dict[str, Any]:
 
 def _unavailable(settings: DatabaseSettings, exc: BaseException) -> DatabaseUnavailable:
     reason = str(exc) or type(exc).__name__
-    return DatabaseUnavailable(f"cannot connect to {redact_dsn(settings.dsn)}: {reason}")
+    return DatabaseUnavailable(f"cannot connect to {dsn.redact(settings.dsn)}: {reason}")
 
 
 async def connect(settings: DatabaseSettings) -> asyncpg.Connection:
