@@ -92,6 +92,7 @@ class Outcome:
     payload_hash: str | None = None
     retryable: bool = False  # FAILED only: whether another attempt may succeed
     delay: float = 0.0  # POSTPONED, RELEASED, DEFERRED: seconds before the item is due again
+    waited: bool = False  # POSTPONED only: count it as one of the item's waits (bounded)
     http_status: int | None = None
     requests: int = 0
     duration_ms: int | None = None
@@ -118,9 +119,14 @@ class Outcome:
         return cls(OutcomeKind.FAILED, message, retryable=retryable, http_status=http_status)
 
     @classmethod
-    def postponed(cls, message: str, seconds: float, *, http_status: int | None) -> Outcome:
-        """The account, not the item, failed (429, authentication): logged, not counted."""
-        return cls(OutcomeKind.POSTPONED, message, delay=seconds, http_status=http_status)
+    def postponed(
+        cls, message: str, seconds: float, *, http_status: int | None, waited: bool = False
+    ) -> Outcome:
+        """The account, not the item, failed (429, authentication, an outage): logged, the
+        attempt given back; `waited` counts it among the item's bounded waits."""
+        return cls(
+            OutcomeKind.POSTPONED, message, delay=seconds, http_status=http_status, waited=waited
+        )
 
     @classmethod
     def released(cls, reason: str | None = None, seconds: float = 0.0) -> Outcome:

@@ -53,12 +53,21 @@ class Account:
         return max(until - time.time(), 0.0) if until else 0.0
 
     def pause(self, base: float, limit: float, reason: str, *, exact: float | None = None) -> float:
-        """Pause every request of the account; without `exact`, each pause in a row doubles."""
+        """Pause every request of the account; returns the seconds left of the pause.
+
+        One episode, one step: answers that arrive while the account is already paused (six
+        429s of requests that were out together) do not double the pause again; the next pause
+        in a row does (without `exact`, the CRM's Retry-After). When it ends, one request goes
+        first, alone (the limiter's probe).
+        """
+        if exact is None and self.paused_for() > 0:
+            return self.paused_for()
         seconds = exact if exact is not None else min(base * 2**self.consecutive_pauses, limit)
-        self.consecutive_pauses += 1
+        if not self.paused_for():
+            self.consecutive_pauses += 1
         self.limiter.pause(seconds, reason)
         log.error("account_paused", conta=self.name, seconds=round(seconds, 1), reason=reason)
-        return seconds
+        return max(seconds, self.paused_for())
 
     def answered(self) -> None:
         """The CRM answered normally: the breaker closes and pauses start small again."""

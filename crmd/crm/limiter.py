@@ -3,11 +3,18 @@
 Why not a token or leaky bucket (aiolimiter): a bucket that starts empty lets a full burst through
 and keeps refilling behind it, so `AsyncLimiter(100, 60)` passes about 199 requests in the first
 minute and a CRM that counts 100 per minute answers 429 to half of them. The CRM counts requests in
-windows, so we count the same way: we keep the time of every grant inside the longest window and
-grant at time t only if, for every limit (requests, per_seconds), fewer than `requests` grants lie
-in (t - per_seconds - margin, t]. The next possible grant is then known exactly (the
-`requests`-th most recent grant + per_seconds + margin), so the waiter at the head of the queue
-sleeps exactly that long; the others wait their turn without timers (FIFO, no thundering herd).
+windows, so we count the same way.
+
+What counts is when a request may arrive at the CRM: at any moment from its grant until its answer
+comes back (a loaded event loop or a slow network can bunch requests granted apart). So a request
+holds a place in every window from its grant until its answer (`slot()`), and after that until a
+window's length has passed since the answer. A grant at time t needs, for every limit (requests,
+per_seconds): requests in flight + requests answered in (t - per_seconds - margin, t] < requests.
+Then two requests in one window at the CRM would need the later one to arrive less than a window
+after the earlier one's answer, which the grant rules out. The next possible grant is known
+exactly (the right answer time + per_seconds + margin), or is "when a request comes back" when
+every slot is out; the waiter at the head of the queue sleeps exactly that long, the others wait
+their turn without timers (FIFO, no thundering herd).
 
 Clocks: windows are measured on a monotonic clock (`time.monotonic`), so a step of the wall clock
 cannot open a window early. Only `preload` (send times read back from the database after a
@@ -15,9 +22,10 @@ restart, in epoch seconds) and `paused_until` (for display) convert between the 
 monotonic one, at the moment they are called. Both clocks are injectable so the window logic can be
 tested without sleeping (`delay`, `try_acquire`); `acquire` sleeps for real on the running loop.
 
-Memory: one float per grant inside the longest configured window; with the default daily limit of
-30,000 that is up to 30,000 floats (about 1 MB) per account. History older than the longest window
-is dropped, so a reload that adds a longer window knows only the grants of the old longest window.
+Memory: one float per request answered inside the longest configured window; with the default daily
+limit of 30,000 that is up to 30,000 floats (about 1 MB) per account. History older than the longest
+window is dropped, so a reload that adds a longer window knows only the grants of the old longest
+window.
 
 Not thread-safe: call everything from the event loop's thread.
 """
@@ -29,7 +37,8 @@ import bisect
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 
 from crmd.config import RateLimit
 
@@ -56,7 +65,13 @@ class RateLimiter:
         self._wakeup: asyncio.Future[None] | None = None  # the head's timer, resolved early
         self._paused_until = -math.inf
         self._pause_reason: str | None = None
+        # After a pause one request goes first, alone; the others follow once it came back and
+        # no new pause followed it (a CRM that just said 429 gets a probe, not a burst).
+        self._probing = False
+        self._pauses = 0  # pauses so far, to tell whether one followed the probe
+        self._probe_pauses = -1  # `_pauses` when the probe went out; -1: no probe out
         self._waiting = 0
+        self._in_flight = 0  # granted, not yet answered
 
     def __repr__(self) -> str:
         limits = ", ".join(f"{lim.requests}/{lim.per_seconds:g}s" for lim in self._limits)
@@ -64,12 +79,35 @@ class RateLimiter:
 
     # -- granting ---------------------------------------------------------------------------------
 
-    async def acquire(self) -> float:
-        """Wait for a slot in every window and take it; returns the seconds waited.
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[float]:
+        """Wait for room in every window, then hold it while the request is out; yields the
+        seconds waited.
 
-        Cancelling a waiter takes nothing: the slot is recorded only at the moment it is granted,
-        and the queue moves on to the next waiter.
+        The request counts against every window from the grant until this block ends (the
+        answer came back, or the request failed): until then it may still arrive at the CRM at
+        any moment, so no window may count it as gone. Cancelling a waiter takes nothing.
         """
+        waited = await self._wait_for_room()
+        if self._probing:
+            if self._probe_pauses == self._pauses:  # the probe came back and nothing paused us
+                self._probing = False
+            else:
+                self._probe_pauses = self._pauses
+        self._in_flight += 1
+        try:
+            yield waited
+        finally:
+            self._in_flight -= 1
+            self._record(self._clock())
+            self._wake()
+
+    async def acquire(self) -> float:
+        """Take a slot for a request that is over at once (tests, tools); the seconds waited."""
+        async with self.slot() as waited:
+            return waited
+
+    async def _wait_for_room(self) -> float:
         start = self._clock()
         self._waiting += 1
         try:
@@ -80,23 +118,24 @@ class RateLimiter:
                     if delay <= 0:
                         break
                     await self._sleep(delay)
-                self._grant(now)
         finally:
             self._waiting -= 1
         return max(0.0, now - start)
 
     def try_acquire(self) -> bool:
-        """Take a slot only if one is free now and nobody is queued ahead (never waits)."""
+        """Take a slot for an instant request only if one is free now and nobody is queued
+        ahead (never waits)."""
         if self._waiting:
             return False
         now = self._clock()
         if self._delay_at(now) > 0:
             return False
-        self._grant(now)
+        self._record(now)
         return True
 
     def delay(self) -> float:
-        """Seconds until a slot is free in every window and any pause has ended (0.0: now).
+        """Seconds until a slot is free in every window and any pause has ended (0.0: now;
+        inf: not before a request in flight comes back).
 
         Queued waiters are not counted: this is when the head of the queue will be served.
         """
@@ -104,16 +143,21 @@ class RateLimiter:
 
     def _delay_at(self, now: float) -> float:
         ready = self._paused_until
+        if self._probing and self._in_flight and now >= ready:
+            return math.inf  # the probe after a pause is out: wait for its answer
         history = self._history
         for limit in self._limits:
-            if len(history) >= limit.requests:
-                # The `requests`-th most recent grant must have left the window.
-                opens = history[-limit.requests] + limit.per_seconds + self._margin
-                ready = max(ready, opens)
+            room = limit.requests - self._in_flight  # what finished requests may still hold
+            if room <= 0:
+                return math.inf  # every slot is out: the next answer frees one
+            if len(history) >= room:
+                # The `room`-th most recent request must have left the window.
+                ready = max(ready, history[-room] + limit.per_seconds + self._margin)
         return max(0.0, ready - now)
 
-    def _grant(self, now: float) -> None:
-        # Never record a grant before an earlier one, even if an injected clock steps back.
+    def _record(self, now: float) -> None:
+        """A request is over at `now`: from here on only the window's length holds it."""
+        # Never record one before an earlier one, even if an injected clock steps back.
         stamp = max(now, self._history[-1]) if self._history else now
         self._history.append(stamp)
         horizon = now - self._longest_window()
@@ -125,11 +169,12 @@ class RateLimiter:
         loop = asyncio.get_running_loop()
         wakeup: asyncio.Future[None] = loop.create_future()
         self._wakeup = wakeup
-        timer = loop.call_later(delay, _resolve, wakeup)
+        timer = None if math.isinf(delay) else loop.call_later(delay, _resolve, wakeup)
         try:
             await wakeup
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._wakeup = None
 
     def _wake(self) -> None:
@@ -159,16 +204,21 @@ class RateLimiter:
         """Hold every acquire for `seconds` (the CRM said 429: the whole account is over budget).
 
         A pause that ends later extends the current one; one that ends sooner changes nothing.
+        When it ends, one request goes out alone first (a probe); the rest follow once it has
+        come back without a new pause.
         """
         until = self._clock() + seconds
+        self._pauses += 1
+        self._probing = True
         if until > self._paused_until:
             self._paused_until = until
             self._pause_reason = reason
 
     def resume(self) -> None:
-        """End a pause now."""
+        """End a pause now (no probe first)."""
         self._paused_until = -math.inf
         self._pause_reason = None
+        self._probing = False
         self._wake()
 
     def reconfigure(self, limits: Iterable[LimitSpec], *, margin: float | None = None) -> None:
@@ -202,14 +252,15 @@ class RateLimiter:
         return self._pause_reason if self._paused_until > self._clock() else None
 
     def used(self, per_seconds: float) -> int:
-        """Grants in the window (now - per_seconds, now], preloaded ones included, margin not.
-
-        Only the longest configured window is remembered, so a longer `per_seconds` undercounts.
-        """
-        return len(self._history) - bisect.bisect_right(self._history, self._clock() - per_seconds)
+        """Requests in flight plus those answered in (now - per_seconds, now], preloaded ones
+        included, margin not. Only the longest configured window is remembered, so a longer
+        `per_seconds` undercounts."""
+        since = bisect.bisect_right(self._history, self._clock() - per_seconds)
+        return self._in_flight + len(self._history) - since
 
     def recent_grants(self) -> list[float]:
-        """Grant times (on the limiter's clock) inside the longest window, oldest first."""
+        """When each request inside the longest window was over (on the limiter's clock), oldest
+        first; requests in flight are not in it."""
         return list(self._history)
 
 

@@ -52,6 +52,7 @@ class RequestCount:
 
     sent: int = 0
     statuses: list[int] = field(default_factory=list)
+    on_wire: int = 0  # requests granted and not yet answered (shutdown waits only for these)
 
 
 _current: ContextVar[RequestCount | None] = ContextVar("crmd_request_count", default=None)
@@ -91,6 +92,11 @@ class Transport:
                 headers=self._headers,
                 raise_for_status=False,
             )
+            # aiohttp sends an idempotent request (GET, PUT, DELETE) a second time, on its own,
+            # when a reused connection breaks: the CRM may have counted the first one, and the
+            # second would go out without a grant. Every request on the wire holds its own
+            # grant, so a failure is ours to retry. (aiohttp's own test client does the same.)
+            self._session._retry_connection = False
         return self._session
 
     async def close(self) -> None:
@@ -108,33 +114,38 @@ class Transport:
     ) -> Response:
         """Send one request under the account's limits; network failures become CrmError."""
         session = self._ensure_session()
-        waited = await self.limiter.acquire()
         count = _current.get()
-        if count is not None:
-            count.sent += 1
-        url = self.base_url + path
-        status: int | None = None
-        start = time.perf_counter()
-        try:
-            async with session.request(method, url, json=body, params=params) as resp:
-                text = await resp.text()
-                status = resp.status
+        async with self.limiter.slot() as waited:
+            if count is not None:
+                count.sent += 1
+                count.on_wire += 1
+            status: int | None = None
+            start = time.perf_counter()
+            try:
+                async with session.request(
+                    method, self.base_url + path, json=body, params=params
+                ) as resp:
+                    text = await resp.text()
+                    status = resp.status
+                    if count is not None:
+                        count.statuses.append(resp.status)
+                    return Response(resp.status, _parse(text), resp.headers)
+            except TimeoutError:
+                raise CrmError(
+                    ErrorKind.RETRYABLE,
+                    f"{method} {path}: no answer within {self._timeout.total} s",
+                ) from None
+            except aiohttp.ClientError as exc:
+                reason = str(exc) or type(exc).__name__
+                raise CrmError(ErrorKind.RETRYABLE, f"{method} {path}: {reason}") from None
+            finally:
                 if count is not None:
-                    count.statuses.append(resp.status)
-                return Response(resp.status, _parse(text), resp.headers)
-        except TimeoutError:
-            raise CrmError(
-                ErrorKind.RETRYABLE, f"{method} {path}: no answer within {self._timeout.total} s"
-            ) from None
-        except aiohttp.ClientError as exc:
-            reason = str(exc) or type(exc).__name__
-            raise CrmError(ErrorKind.RETRYABLE, f"{method} {path}: {reason}") from None
-        finally:
-            event = RequestEvent(
-                self.name, method, path, status, time.perf_counter() - start, waited
-            )
-            for observe in observers:
-                observe(event)
+                    count.on_wire -= 1
+                event = RequestEvent(
+                    self.name, method, path, status, time.perf_counter() - start, waited
+                )
+                for observe in observers:
+                    observe(event)
 
 
 def _parse(text: str) -> Any:

@@ -12,7 +12,7 @@ a wake event from whoever drives it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import time
 from collections import defaultdict
 
@@ -27,7 +27,7 @@ from crmd.engine.sync import Syncer
 from crmd.engine.work import Stats, Work
 from crmd.model import Entry, Item, Outcome, Settled
 from crmd.store import erp, mapping, queue
-from crmd.store.db import DB_ERRORS
+from crmd.store.db import DB_ERRORS, refused
 
 log = structlog.get_logger("crmd.engine")
 
@@ -40,17 +40,22 @@ class Engine:
         self.pool = pool
         self.accounts = accounts
         self.stats = Stats()
-        self._buffer: asyncio.PriorityQueue[tuple[int, int, Work]] = asyncio.PriorityQueue()
-        self._busy: dict[int, Work] = {}  # being sent now, by queue id
+        # Claimed and loaded, in sending order; the counter breaks ties so a Work is never compared.
+        self._buffer: asyncio.PriorityQueue[tuple[int, int, int, Work]] = asyncio.PriorityQueue()
+        self._order = itertools.count()
+        self._held: dict[int, Work] = {}  # every item this engine holds a lease on, by queue id
+        self._busy: dict[int, tuple[Work, asyncio.Task[None]]] = {}  # being sent now
         self._idle = asyncio.Event()  # set whenever nothing is being sent
         self._idle.set()
         self._workers: list[asyncio.Task[None]] = []
+        self._heart: asyncio.Task[None] | None = None
         self._syncer = Syncer(lambda: self.pool, lambda: self.settings)
         self._recorder = Recorder(
             lambda: self.pool, lambda: self.settings.queue.retry_policy(), self._settled
         )
         self.heartbeat = time.monotonic()  # the claim loop's last turn, for the watchdog
         self.db_ok = True  # the last claim reached the database
+        self.claim_ok = True  # the last turn of the claim loop ended without an unexpected error
 
     def apply(self, settings: Settings, accounts: dict[str, Account] | None = None) -> None:
         """New settings (and accounts) take effect for the next claim and item (SIGHUP)."""
@@ -104,12 +109,16 @@ class Engine:
                     log.error("database_unreachable", error=str(exc) or type(exc).__name__)
                 self.db_ok = False
                 wait = backoff.next()
+            except Exception:  # a bug must not stop the claim loop: log it, back off, go on
+                log.exception("claim_loop_error", retry_in=backoff.current)
+                self.claim_ok = False
+                wait = backoff.next()
             await wait_any(stop, wake, within=wait)
 
     def _database_back(self, backoff: Backoff) -> None:
         if not self.db_ok:
             log.info("database_reachable")
-        self.db_ok = True
+        self.db_ok = self.claim_ok = True
         backoff.reset()
 
     async def _idle_wait(self) -> float:
@@ -128,39 +137,51 @@ class Engine:
         wanted = sum(a.settings.concurrency for a in self.accounts.values())
         for _ in range(wanted - len(self._workers)):
             self._workers.append(asyncio.create_task(self._worker()))
+        if self._heart is None or self._heart.done():
+            self._heart = asyncio.create_task(self._keep_leases(), name="leases")
 
     @property
     def in_flight(self) -> int:
         return len(self._busy)
 
     async def shutdown(self, grace_seconds: float) -> None:
-        """Stop: give back what is claimed but unsent, let calls in flight finish for up to
-        `grace_seconds`, then interrupt them and give their items back too (another instance
-        may take them at once; the CRM lookup by natural key prevents a duplicate)."""
+        """Stop: give back at once what is not on the wire (buffered, waiting for the rate
+        limiter or the database), let requests on the wire finish for up to `grace_seconds`,
+        then interrupt them and give their items back too (another instance may take them at
+        once; a create's marker makes the next attempt look the record up first)."""
         unsent = []
         while not self._buffer.empty():
-            unsent.append(self._buffer.get_nowait()[2])
+            unsent.append(self._buffer.get_nowait()[3])
             self._buffer.task_done()
         await self._give_back(unsent)
-        if self._busy:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), grace_seconds)
-        interrupted = list(self._busy.values())
+        deadline = time.monotonic() + grace_seconds
+        interrupted: list[Work] = []
+        while self._busy:
+            late = time.monotonic() >= deadline
+            for work, task in list(self._busy.values()):
+                if (late or not work.on_wire) and not task.done():
+                    task.cancel()
+                    interrupted.append(work)
+            await wait_any(self._idle, within=0.02)
         for w in self._workers:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._workers = []
         await self._recorder.close()  # what finished is written before anything is given back
         if interrupted:
-            log.warning("interrupted_in_flight", count=len(interrupted))
+            log.warning("interrupted", count=len(interrupted))
             await self._give_back(interrupted)
+        if self._heart is not None:
+            self._heart.cancel()
+            await asyncio.gather(self._heart, return_exceptions=True)
         self._busy.clear()
+        self._held.clear()
 
     async def _give_back(self, works: list[Work]) -> None:
         """Release items at once, bypassing the recorder (which may be closing)."""
         if not works:
             return
-        entries = [Entry(w.item, w.account.name, Outcome.released()) for w in works]
+        entries = [Entry(w.item, w.account.name, _given_back(w)) for w in works]
         try:
             async with self.pool.acquire() as conn:
                 settled = await queue.settle(conn, entries, self.settings.queue.retry_policy())
@@ -185,19 +206,33 @@ class Engine:
             works = await self._load(conn, items)
         self.stats.claimed += len(items)
         for w in works:
-            self._buffer.put_nowait((-w.item.prioridade, w.item.id, w))
+            held = self._held.get(w.item.id)
+            if held is not None:
+                # Claimed again while we still hold it (its lease ran out under us): the new
+                # token is the one that counts; the item stays where it is.
+                held.item = w.item
+                continue
+            self._held[w.item.id] = w
+            self._buffer.put_nowait((-w.item.prioridade, w.item.id, next(self._order), w))
         return len(items)
 
     async def _load(self, conn: asyncpg.Connection, items: list[Item]) -> list[Work]:
-        """Rows and CRM mappings for a batch: one query per entity (and account), not per item."""
+        """Rows and CRM mappings for a batch: one query per entity (and account), not per item.
+        A row that cannot be read, or a source query the database refuses, fails its items
+        alone; the rest of the batch goes on."""
         by_entity: dict[str, list[int]] = defaultdict(list)
         for i in items:
             by_entity[i.entidade].append(i.entidade_id)
-        rows = {
-            (entidade, ident): row
-            for entidade, ids in by_entity.items()
-            for ident, row in (await erp.load(conn, entidade, ids, self.settings.sources)).items()
-        }
+        rows: dict[tuple[str, int], erp.Row | erp.RowError] = {}
+        for entidade, ids in by_entity.items():
+            try:
+                loaded = await erp.load(conn, entidade, ids, self.settings.sources)
+            except DB_ERRORS as exc:
+                if not refused(exc):
+                    raise
+                error = erp.RowError(f"a consulta de {entidade} foi recusada pelo banco: {exc}")
+                loaded = dict.fromkeys(ids, error)
+            rows.update({(entidade, ident): row for ident, row in loaded.items()})
         account_of = {i.id: self._account(i.loja_id) for i in items}
         groups: dict[tuple[str, str], list[int]] = defaultdict(list)
         for i in items:
@@ -210,10 +245,18 @@ class Engine:
         works = []
         for i in items:
             account = account_of[i.id]
-            key = (account.name, i.entidade, i.entidade_id)
-            ext, digest = mapped.get(key, (None, None))
+            known = mapped.get((account.name, i.entidade, i.entidade_id))
             row = rows.get((i.entidade, i.entidade_id))
-            works.append(Work(i, account, row, ext, digest, key in mapped and ext is None))
+            work = Work(i, account, None, None, None)
+            if isinstance(row, erp.RowError):
+                work.load_error = str(row)
+            else:
+                work.row = row
+            if known is not None:
+                work.external_id, work.payload_hash = known.external_id, known.payload_hash
+                work.create_unsure = known.external_id is None
+                work.unsure_key = known.natural_key
+            works.append(work)
         return works
 
     def _account(self, loja_id: int) -> Account:
@@ -223,24 +266,42 @@ class Engine:
 
     async def _worker(self) -> None:
         while True:
-            _, _, work = await self._buffer.get()
-            self._busy[work.item.id] = work
+            *_, work = await self._buffer.get()
+            if self._held.get(work.item.id) is not work:  # its lease was lost meanwhile
+                self._buffer.task_done()
+                continue
+            task = asyncio.current_task()
+            assert task is not None
+            self._busy[work.item.id] = (work, task)
             self._idle.clear()
+            submitted = False
             try:
                 async with work.account.slots:
                     outcome = await self._outcome(work)
                 self.stats.requests += outcome.requests
                 self._recorder.submit(Entry(work.item, work.account.name, outcome))
+                submitted = True  # held (its lease kept) until the recorder has written it
             except Exception:  # a bug must not kill the worker; the lease brings the item back
                 log.exception("worker_error", queue_id=work.item.id)
             finally:
                 self._busy.pop(work.item.id, None)
+                if not submitted:
+                    self._held.pop(work.item.id, None)
                 if not self._busy:
                     self._idle.set()
                 self._buffer.task_done()
 
     async def _outcome(self, work: Work) -> Outcome:
-        """Send the item, unless its account cannot send for a while: then give it back."""
+        """Send the item, unless it cannot be: its row is unreadable, its attempts were all
+        spent by processes that died while sending it, or its account cannot send for a while
+        (then it is given back)."""
+        if work.load_error is not None:
+            return Outcome.failed(work.load_error, retryable=False)
+        if work.item.tentativas > self.settings.queue.max_attempts:
+            return Outcome.failed(
+                f"processo interrompido durante o envio ({work.item.tentativas - 1} tentativas)",
+                retryable=False,
+            )
         account = work.account
         paused, delay = account.paused_for(), account.limiter.delay()
         if paused > 0 or delay > self.settings.queue.lease_seconds / 2:
@@ -251,6 +312,7 @@ class Engine:
     def _settled(self, entry: Entry, settled: Settled) -> None:
         """An outcome is stored: count it and log it (called by the recorder)."""
         item, outcome = entry.item, entry.outcome
+        self._held.pop(item.id, None)
         if settled == "stale":
             log.warning(
                 "lease_lost", queue_id=item.id, entidade=item.entidade, entidade_id=item.entidade_id
@@ -283,3 +345,31 @@ class Engine:
             result=settled,
             mensagem=outcome.message,
         )
+
+    async def _keep_leases(self) -> None:
+        """Extend the leases of every item held, at a third of the lease: an item waiting in the
+        buffer or for the rate limiter, or in flight at a slow CRM, is never claimed by another
+        worker meanwhile. One that lost its lease anyway is dropped if not started yet."""
+        while True:
+            await asyncio.sleep(self.settings.queue.lease_seconds / 3)
+            held = [w.item for w in self._held.values()]
+            try:
+                async with self.pool.acquire() as conn:
+                    kept = await queue.extend_leases(conn, held, self.settings.queue.lease_seconds)
+            except DB_ERRORS as exc:
+                log.warning("lease_extension_failed", count=len(held), error=str(exc))
+                continue
+            for item in held:
+                if item.id not in kept and self._held.get(item.id) is not None:
+                    log.warning("lease_lost", queue_id=item.id, entidade=item.entidade)
+                    if item.id not in self._busy:
+                        self._held.pop(item.id)  # its buffer entry is skipped when it comes up
+
+
+def _given_back(work: Work) -> Outcome:
+    """An interrupted item's outcome: the attempt is given back, and requests it already sent
+    are logged (the daily budget is counted from the log)."""
+    outcome = Outcome.released()
+    if work.count is not None:
+        outcome.requests = work.count.sent
+    return outcome

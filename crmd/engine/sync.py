@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -23,11 +25,11 @@ import structlog
 
 from crmd.config import Settings
 from crmd.crm.errors import CrmError, ErrorKind
-from crmd.crm.providers.base import Prepared
+from crmd.crm.providers.base import Prepared, Row
 from crmd.crm.transport import counting
 from crmd.engine.work import Work
 from crmd.model import NewItem, Outcome
-from crmd.store import mapping, queue
+from crmd.store import erp, mapping, queue
 
 log = structlog.get_logger("crmd.engine")
 
@@ -47,7 +49,7 @@ class Syncer:
 
     async def process(self, work: Work) -> Outcome:
         """The item's outcome, with the requests it sent and how long it took."""
-        count = counting()
+        count = work.count = counting()
         start = time.perf_counter()
         try:
             outcome = await self._send(work)
@@ -75,6 +77,9 @@ class Syncer:
             )
         if item.acao == "delete" or work.row is None:
             return await self._delete(work)
+        unusable = check_row(work.row)
+        if unusable:
+            return Outcome.failed(unusable, retryable=False)
         needs = provider.dependencies(item.entidade, work.row).items
         resolved = await self._resolve(account.name, needs) if needs else {}
         missing = [n for n in needs if n not in resolved]
@@ -107,22 +112,59 @@ class Syncer:
         if prepared.natural_key and lookup:
             found = await provider.find(entidade, prepared.natural_key)
             if found:
+                twin = await self._owner(work, found)
+                if twin is not None:
+                    return Outcome.failed(
+                        f"o registro {found} do CRM, com a mesma chave ({prepared.natural_key}), "
+                        f"já está vinculado a {entidade} {twin} do ERP; "
+                        f"{entidade} {work.item.entidade_id} não foi vinculado nem enviado",
+                        retryable=False,
+                    )
                 await provider.update(entidade, found, prepared.payload)
                 return Outcome.synced(found, digest, "vinculado a registro existente e atualizado")
+        elif work.create_unsure:
+            # A create whose outcome is unknown, and no key to look the record up by: sending it
+            # again could make a second one. A person checks the CRM (then `crmd retry`).
+            return Outcome.failed(
+                "criação incerta: um envio anterior pode ter criado o registro no CRM, e ele não "
+                "tem chave (CPF/CNPJ, código) para ser procurado; confira no CRM e use crmd retry",
+                retryable=False,
+            )
         new_id = await self._create(work, prepared)
         return Outcome.synced(new_id, digest, "criado")
+
+    async def _owner(self, work: Work, external_id: str) -> int | None:
+        """Another ERP record this CRM record is already linked to (a twin), if any."""
+        item = work.item
+        async with self._pool().acquire() as conn:
+            owner = await mapping.owner(conn, work.account.name, item.entidade, external_id)
+        return None if owner in (None, item.entidade_id) else owner
 
     async def _create(self, work: Work, prepared: Prepared) -> str:
         item = work.item
         async with self._pool().acquire() as conn:
-            await mapping.mark_creating(conn, work.account.name, item.entidade, item.entidade_id)
+            await mapping.mark_creating(
+                conn, work.account.name, item.entidade, item.entidade_id, prepared.natural_key
+            )
         return await work.account.provider.create(item.entidade, prepared.payload)
 
     async def _delete(self, work: Work) -> Outcome:
-        if not work.external_id:
+        external_id = work.external_id
+        if not external_id and work.create_unsure and work.unsure_key:
+            # A create in doubt: the CRM may hold the record after all. Find it to delete it.
+            external_id = await work.account.provider.find(work.item.entidade, work.unsure_key)
+            if external_id and await self._owner(work, external_id) is not None:
+                external_id = None  # another ERP record's: not ours to delete
+        if not external_id:
+            if work.create_unsure and not work.unsure_key:
+                return Outcome.failed(
+                    "criação incerta: um envio anterior pode ter criado o registro no CRM, sem "
+                    "chave para procurá-lo; confira no CRM se ele deve ser removido",
+                    retryable=False,
+                )
             return Outcome.removed("não existe no CRM; nada a remover")
         try:
-            await work.account.provider.delete(work.item.entidade, work.external_id)
+            await work.account.provider.delete(work.item.entidade, external_id)
         except CrmError as exc:
             if exc.kind is not ErrorKind.NOT_FOUND:
                 raise
@@ -138,8 +180,9 @@ class Syncer:
     async def _wait_for(self, work: Work, missing: list[tuple[str, int]]) -> Outcome:
         """Put the records this one needs ahead in the queue and try it again shortly, without
         spending its attempts; a bounded number of times, so a broken dependency cannot hold it
-        forever."""
-        item, sync = work.item, self._settings().sync
+        forever. A dependency gone from the ERP, or failed for good, fails it at once."""
+        item, settings = work.item, self._settings()
+        sync = settings.sync
         names = ", ".join(f"{e} {i}" for e, i in missing)
         if item.adiamentos >= sync.max_dependency_waits:
             return Outcome.failed(
@@ -147,6 +190,19 @@ class Syncer:
                 retryable=False,
             )
         async with self._pool().acquire() as conn:
+            gone = []
+            for entidade in sorted({e for e, _ in missing}):
+                ids = [i for e, i in missing if e == entidade]
+                found = await erp.load(conn, entidade, ids, settings.sources)
+                gone += [f"{entidade} {i}" for i in ids if i not in found]
+            if gone:
+                return Outcome.failed(
+                    f"depende de {', '.join(gone)}, que não existe mais no ERP", retryable=False
+                )
+            failed = await queue.failed_records(conn, missing)
+            if failed:
+                reasons = "; ".join(f"{e} {i}: {why}" for (e, i), why in sorted(failed.items()))
+                return Outcome.failed(f"uma dependência falhou: {reasons}", retryable=False)
             await queue.enqueue_many(
                 conn,
                 [NewItem(item.loja_id, e, i, prioridade=item.prioridade + 1) for e, i in missing],
@@ -182,14 +238,51 @@ class Syncer:
                 f"autenticação recusada: {exc.message}", seconds, http_status=exc.http_status
             )
         if exc.kind is ErrorKind.RETRYABLE:
-            account.consecutive_failures += 1
-            if account.consecutive_failures >= sync.breaker_threshold:
-                account.consecutive_failures = 0
-                account.pause(
-                    sync.failure_pause_seconds,
-                    sync.max_pause_seconds,
-                    f"{sync.breaker_threshold} falhas seguidas: {exc.message}",
-                )
-            return Outcome.failed(exc.message, retryable=True, http_status=exc.http_status)
+            return self._transient(work, exc)
         account.answered()
         return Outcome.failed(exc.message, retryable=False, http_status=exc.http_status)
+
+    def _transient(self, work: Work, exc: CrmError) -> Outcome:
+        """A timeout, a refused connection or a 5xx: the record's problem, or the account's?
+
+        The first such failure after an answer spends the item's attempt (a record the CRM
+        chokes on fails after its attempts). A second one in a row means the CRM itself is in
+        trouble: the attempt is given back (counted among the item's bounded waits), and a run
+        of `breaker_threshold` pauses the account, which then probes before sending again. So an
+        outage of the CRM spends no record's attempts.
+        """
+        account, sync, item = work.account, self._settings().sync, work.item
+        account.consecutive_failures += 1
+        paused = 0.0
+        if account.consecutive_failures >= sync.breaker_threshold:
+            paused = account.pause(
+                sync.failure_pause_seconds,
+                sync.max_pause_seconds,
+                f"{account.consecutive_failures} falhas seguidas: {exc.message}",
+            )
+        if account.consecutive_failures > 1 and item.adiamentos < sync.max_dependency_waits:
+            return Outcome.postponed(
+                f"CRM indisponível: {exc.message}",
+                max(paused, account.paused_for(), sync.dependency_wait_seconds),
+                http_status=exc.http_status,
+                waited=True,
+            )
+        return Outcome.failed(exc.message, retryable=True, http_status=exc.http_status)
+
+
+# Longer text than this in one column is refused before it reaches the CRM: no CRM field holds
+# it, and a request body of megabytes would only come back as an error.
+MAX_TEXT = 65_535
+
+
+def check_row(row: Row) -> str | None:
+    """Why the row cannot be sent as it is, naming the column; None when it can."""
+    for column, value in row.items():
+        if (isinstance(value, Decimal) and not value.is_finite()) or (
+            isinstance(value, float) and not math.isfinite(value)
+        ):
+            return f"coluna {column}: valor {value} não é um número finito"
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            size, limit = f"{len(value):,}".replace(",", "."), f"{MAX_TEXT:,}".replace(",", ".")
+            return f"coluna {column}: texto de {size} caracteres (o máximo é {limit})"
+    return None

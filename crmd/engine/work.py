@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from crmd.crm.accounts import Account
 from crmd.crm.providers.base import Row
+from crmd.crm.transport import RequestCount
 from crmd.model import Item
 
 
@@ -20,6 +21,14 @@ class Work:
     external_id: str | None
     payload_hash: str | None
     create_unsure: bool = False  # a previous create's outcome is unknown: look up first
+    unsure_key: str | None = None  # the natural key that create was about
+    load_error: str | None = None  # the row could not be read: why, naming the column
+    count: RequestCount | None = None  # the requests sent for it so far (set when sending)
+
+    @property
+    def on_wire(self) -> bool:
+        """Whether a request of it is out at the CRM right now."""
+        return self.count is not None and self.count.on_wire > 0
 
 
 @dataclass

@@ -160,6 +160,7 @@ class Daemon:
             not self.stopping
             and self.engine is not None
             and self.engine.db_ok
+            and self.engine.claim_ok
             and "engine" not in self.tasks.failing
         )
 

@@ -25,6 +25,17 @@ DB_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.InterfaceError,
     asyncpg.InternalClientError,
 )
+# SQLSTATE classes of a statement refused for what it says or reads (bad SQL, bad data), as
+# opposed to a database or connection that failed: retrying the same statement cannot help.
+_QUERY_CLASSES = frozenset({"21", "22", "23", "42", "0A", "P0"})
+
+
+def refused(exc: BaseException) -> bool:
+    """Whether `exc` means the statement itself was refused (not the database being away)."""
+    state = getattr(exc, "sqlstate", None)
+    return isinstance(exc, asyncpg.PostgresError) and str(state)[:2] in _QUERY_CLASSES
+
+
 # pg_advisory_lock(LOCK_CLASS, n): 'crmd' in ASCII, then the lock's purpose (migrate.py, timers.py).
 LOCK_CLASS = 0x63726D64
 

@@ -2,6 +2,8 @@
 
 Every query has a default for the reference schema (`sql/erp.sql`) that a real installation
 replaces in `[sources]`, so crmd reads the installation's own tables without a code change.
+A row that cannot be read (a value asyncpg cannot decode, such as a date in the year 12000) is
+reported for its record alone, naming the column, so one bad row never stops a batch.
 """
 
 from __future__ import annotations
@@ -13,17 +15,56 @@ from typing import Any
 import asyncpg
 
 from crmd.config import SourcesSettings
+from crmd.store.db import DB_ERRORS
 from crmd.store.sql import queries
 
 Row = Mapping[str, Any]
 
 
+class RowError(Exception):
+    """A record whose row cannot be read; the message names the column and the reason."""
+
+
 async def load(
     conn: asyncpg.Connection, entidade: str, ids: Sequence[int], sources: SourcesSettings
-) -> dict[int, Row]:
+) -> dict[int, Row | RowError]:
     """The current rows of these records, by id; a record missing here is gone from the ERP."""
     sql = sources.load_query(entidade) or queries[f"load_{entidade}"]
-    return {int(r["id"]): _decode(dict(r)) for r in await conn.fetch(sql, list(ids))}
+    try:
+        return _by_id(await conn.fetch(sql, list(ids)))
+    except DB_ERRORS:
+        raise
+    except Exception:  # a value that cannot be decoded: find its rows, one by one
+        found: dict[int, Row | RowError] = {}
+        for ident in ids:
+            try:
+                found.update(_by_id(await conn.fetch(sql, [ident])))
+            except DB_ERRORS:
+                raise
+            except RowError as err:
+                found[ident] = err
+            except Exception as exc:
+                found[ident] = RowError(await _which_column(conn, sql, ident, exc))
+        return found
+
+
+def _by_id(rows: list[asyncpg.Record]) -> dict[int, Row | RowError]:
+    return {int(r["id"]): _decode(dict(r)) for r in rows}
+
+
+async def _which_column(conn: asyncpg.Connection, sql: str, ident: int, exc: Exception) -> str:
+    """The message for a row that cannot be decoded: which column, and why."""
+    reason = str(exc) or type(exc).__name__
+    inner = sql.strip().rstrip(";")
+    for attribute in (await conn.prepare(sql)).get_attributes():
+        column = attribute.name.replace('"', '""')
+        try:
+            await conn.fetch(f'SELECT s."{column}" FROM ({inner}) AS s', [ident])
+        except DB_ERRORS:
+            raise
+        except Exception:
+            return f"coluna {attribute.name} ({attribute.type.name}) ilegível: {reason}"
+    return f"linha ilegível: {reason}"
 
 
 def listing(entidade: str, sources: SourcesSettings) -> str:
@@ -47,5 +88,8 @@ async def lojas(
 def _decode(row: dict[str, Any]) -> dict[str, Any]:
     """JSON columns come back as text from asyncpg; a source query's `itens` is one."""
     if isinstance(row.get("itens"), str):
-        row["itens"] = json.loads(row["itens"])
+        try:
+            row["itens"] = json.loads(row["itens"])
+        except ValueError as exc:
+            raise RowError(f"coluna itens: JSON inválido: {exc}") from None
     return row

@@ -7,19 +7,27 @@ POST), so the next attempt looks the record up before creating it again.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import asyncpg
 
 from crmd.store.sql import queries
 
-Mapped = tuple[str | None, str | None]  # (external_id, payload_hash); (None, None): unsure create
+
+@dataclass(frozen=True, slots=True)
+class Mapped:
+    """What crm_sync_map knows of a record: no external id means a create in doubt."""
+
+    external_id: str | None
+    payload_hash: str | None
+    natural_key: str | None  # of a create in doubt, to look it up
 
 
 async def for_batch(
     conn: asyncpg.Connection, conta: str, entidade: str, ids: Sequence[int]
 ) -> dict[int, Mapped]:
     rows = await conn.fetch(queries["map_for_batch"], conta, entidade, list(ids))
-    return {r["entidade_id"]: (r["external_id"], r["payload_hash"]) for r in rows}
+    return {r["entidade_id"]: Mapped(r["external_id"], r["payload_hash"], r["chave"]) for r in rows}
 
 
 async def resolve(
@@ -33,7 +41,22 @@ async def resolve(
 
 
 async def mark_creating(
-    conn: asyncpg.Connection, conta: str, entidade: str, entidade_id: int
+    conn: asyncpg.Connection, conta: str, entidade: str, entidade_id: int, natural_key: str | None
 ) -> None:
     """Commit the intent to create before the POST (see the module's docstring)."""
-    await conn.execute(queries["map_creating"], conta, entidade, entidade_id)
+    await conn.execute(queries["map_creating"], conta, entidade, entidade_id, natural_key)
+
+
+async def owner(
+    conn: asyncpg.Connection, conta: str, entidade: str, external_id: str
+) -> int | None:
+    """The ERP record this CRM record is linked to already, if any."""
+    found = await conn.fetchval(queries["map_owner"], conta, entidade, external_id)
+    return None if found is None else int(found)
+
+
+async def uncertain(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Creates in doubt that no queue item will resolve: (conta, entidade, entidade_id, chave,
+    sincronizado_em), newest first."""
+    rows: list[asyncpg.Record] = await conn.fetch(queries["map_uncertain"], limit)
+    return rows

@@ -82,7 +82,7 @@ def _transition(entry: Entry, policy: RetryPolicy) -> tuple[Settled, str, float,
     if kind is OutcomeKind.REMOVED:
         return "done", "concluido", 0.0, "remover"
     if kind is OutcomeKind.POSTPONED:
-        return "postponed", "devolver", outcome.delay, None
+        return "postponed", "adiar" if outcome.waited else "devolver", outcome.delay, None
     if kind is OutcomeKind.RELEASED:
         return "released", "devolver", outcome.delay, None
     if kind is OutcomeKind.DEFERRED:
@@ -122,15 +122,52 @@ async def settle(
                 o.payload_hash,
                 status,
                 o.http_status,
-                o.message,
+                _text(o.message),
                 o.requests,
                 o.duration_ms,
                 estado,
                 delay,
             )
         )
-    results: list[bool] = await conn.fetchval(queries["settle"], rows)
-    return [plan[0] if ok else "stale" for plan, ok in zip(plans, results, strict=True)]
+    results: list[str] = await conn.fetchval(queries["settle"], rows)
+    return [_SETTLED.get(r, plan[0]) for plan, r in zip(plans, results, strict=True)]
+
+
+# What crm_sync_settle_v2 says, where it overrides the plan: a stale lease changed nothing; a
+# CRM id already linked to another ERP record failed the item.
+_SETTLED: dict[str, Settled] = {"stale": "stale", "twin": "failed"}
+# PostgreSQL text holds no NUL; a CRM's message may. And the log is no place for a megabyte.
+MAX_MESSAGE = 2000
+
+
+def _text(message: str) -> str:
+    text = message.replace("\x00", "")
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
+async def extend_leases(
+    conn: asyncpg.Connection, held: Sequence[Item], lease_seconds: float
+) -> set[int]:
+    """Run the leases of items still held on from now; returns the ids whose lease still holds."""
+    if not held:
+        return set()
+    rows = await conn.fetch(
+        queries["extend_leases"],
+        [i.id for i in held],
+        [i.lease_token for i in held],
+        lease_seconds,
+    )
+    return {r["id"] for r in rows}
+
+
+async def failed_records(
+    conn: asyncpg.Connection, records: Sequence[tuple[str, int]]
+) -> dict[tuple[str, int], str]:
+    """Which of these records failed for good (no item of theirs waits), with the last error."""
+    rows = await conn.fetch(
+        queries["failed_records"], [r[0] for r in records], [r[1] for r in records]
+    )
+    return {(r["entidade"], r["entidade_id"]): r["ultimo_erro"] or "" for r in rows}
 
 
 async def next_due_in(conn: asyncpg.Connection) -> float | None:

@@ -1,7 +1,7 @@
 -- crm_sync_map: which CRM record each ERP record is, per CRM account (crmd/store/mapping.py).
 
 -- name: map_for_batch
-SELECT entidade_id, external_id, payload_hash
+SELECT entidade_id, external_id, payload_hash, chave
   FROM crm_sync_map
  WHERE conta = $1 AND entidade = $2 AND entidade_id = ANY($3::bigint[]);
 
@@ -14,8 +14,25 @@ SELECT m.entidade, m.entidade_id, m.external_id
 
 -- name: map_creating
 -- Committed before a POST: if we die before storing the new id, the next attempt knows a record
--- may already exist and looks it up instead of creating a duplicate.
-INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash)
-VALUES ($1, $2, $3, NULL, NULL)
+-- may already exist and looks it up (by $4, its natural key) instead of creating a duplicate.
+INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash, chave)
+VALUES ($1, $2, $3, NULL, NULL, $4)
 ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
-   SET external_id = NULL, payload_hash = NULL, sincronizado_em = now();
+   SET external_id = NULL, payload_hash = NULL, chave = EXCLUDED.chave, sincronizado_em = now();
+
+-- name: map_owner
+-- Which ERP record a CRM record is linked to already (unique index crm_sync_map_external_key).
+SELECT entidade_id FROM crm_sync_map
+ WHERE conta = $1 AND entidade = $2 AND external_id = $3;
+
+-- name: map_uncertain
+-- Creates whose outcome nobody knows: the marker written before a POST, with no item of the
+-- record left to resolve it (partial index crm_sync_map_uncertain_idx). A person must check.
+SELECT m.conta, m.entidade, m.entidade_id, m.chave, m.sincronizado_em
+  FROM crm_sync_map m
+ WHERE m.external_id IS NULL
+   AND NOT EXISTS (SELECT 1 FROM crm_sync_queue q
+                    WHERE q.estado IN ('pendente', 'processando')
+                      AND q.entidade = m.entidade AND q.entidade_id = m.entidade_id)
+ ORDER BY m.sincronizado_em DESC
+ LIMIT $1;

@@ -68,9 +68,10 @@ SELECT s.loja_id, count(*) AS found, coalesce(max(c.n), 0) AS created,
 -- name: claim
 -- Lease up to $1 due items, highest priority first, then oldest. SKIP LOCKED lets any number of
 -- workers claim at once without waiting on (or taking) each other's rows. The inner scan reads
--- only the partial claim index. A record already in flight elsewhere (a live lease on another
--- item) is left alone, so two workers never send the same record at once. The attempt is
--- counted here: a worker that dies mid-call has still spent it.
+-- only the partial claim index. A record with another item in flight is left alone, whatever
+-- that item's lease says: an expired lease is claimed again itself (the record's newer pending
+-- item waits for it), so two workers never send one record at once, not even after a crash.
+-- The attempt is counted here: a worker that dies mid-call has still spent it.
 WITH due AS (
     SELECT q.id
       FROM crm_sync_queue q
@@ -79,7 +80,7 @@ WITH due AS (
                          ELSE q.lease_ate <= now() END
        AND NOT EXISTS (
             SELECT 1 FROM crm_sync_queue o
-             WHERE o.estado = 'processando' AND o.lease_ate > now()
+             WHERE o.estado = 'processando'
                AND o.entidade = q.entidade AND o.entidade_id = q.entidade_id
                AND o.loja_id = q.loja_id AND o.id <> q.id)
      ORDER BY q.prioridade DESC, q.id
@@ -99,9 +100,31 @@ RETURNING q.id, q.loja_id, q.entidade, q.entidade_id, q.acao, q.prioridade, q.te
 
 -- name: settle
 -- Outcomes of claimed items, any number in one statement (atomic, one round trip): an array of
--- crm_sync_outcome, one boolean per outcome in the same order, false where the lease token was
--- stale (see crm_sync_settle_v2 in migrations/core/0004_settle_v2.sql).
+-- crm_sync_outcome, one result per outcome in the same order: 'ok', 'stale' (the lease token was
+-- stale) or 'twin' (see crm_sync_settle_v2 in migrations/core/0005_settle_v2.sql).
 SELECT crm_sync_settle_v2($1::crm_sync_outcome[]);
+
+-- name: extend_leases
+-- The heartbeat of items a worker still holds (buffered, waiting for the rate limiter, in
+-- flight): their leases run on from now. Returns the ids still held; one missing lost its lease.
+UPDATE crm_sync_queue q
+   SET lease_ate = now() + make_interval(secs => $3)
+  FROM unnest($1::bigint[], $2::uuid[]) AS held (id, token)
+ WHERE q.id = held.id AND q.lease_token = held.token AND q.estado = 'processando'
+RETURNING q.id;
+
+-- name: failed_records
+-- Of these records (entidade $1[i], id $2[i]), those whose newest item failed for good and none
+-- waits or is in flight: a venda waiting on one of them would wait for nothing.
+SELECT DISTINCT ON (q.entidade, q.entidade_id) q.entidade, q.entidade_id, q.ultimo_erro
+  FROM crm_sync_queue q
+  JOIN unnest($1::text[], $2::bigint[]) AS want (entidade, entidade_id)
+    ON q.entidade = want.entidade AND q.entidade_id = want.entidade_id
+ WHERE q.estado = 'falhou'
+   AND NOT EXISTS (SELECT 1 FROM crm_sync_queue o
+                    WHERE o.estado IN ('pendente', 'processando')
+                      AND o.entidade = q.entidade AND o.entidade_id = q.entidade_id)
+ ORDER BY q.entidade, q.entidade_id, q.id DESC;
 
 -- name: next_due_in
 -- Seconds until the earliest pending item is due (negative when overdue), NULL when none waits.
@@ -115,8 +138,9 @@ SELECT EXTRACT(EPOCH FROM min(proxima_tentativa) - now())::float8
 -- filter; the caller always sets one or asks for all). A record keeps at most one pending item:
 -- when it already waits in the queue, or several of its items failed, the extra failed items are
 -- folded into the one that goes on (which takes the highest priority among them) and deleted; the
--- log keeps their attempts. Row locks (FOR UPDATE) stop a concurrent retry or cleanup from
--- touching the same failed rows.
+-- log keeps their attempts. A create in doubt of the record (a marker without a CRM id) is
+-- forgotten: asking for a retry says a person has checked the CRM. Row locks (FOR UPDATE) stop a
+-- concurrent retry or cleanup from touching the same failed rows.
 WITH target AS (
     SELECT id, loja_id, entidade, entidade_id, prioridade
       FROM crm_sync_queue
@@ -156,10 +180,16 @@ WITH target AS (
      USING target t
      WHERE q.id = t.id AND q.id NOT IN (SELECT id FROM revived)
     RETURNING q.id
+), checked AS (
+    DELETE FROM crm_sync_map m
+     USING per_record r
+     WHERE m.entidade = r.entidade AND m.entidade_id = r.entidade_id AND m.external_id IS NULL
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM revived) AS revived,
        (SELECT count(*) FROM folded) AS folded,
-       (SELECT count(*) FROM raised) AS raised;
+       (SELECT count(*) FROM raised) AS raised,
+       (SELECT count(*) FROM checked) AS checked;
 
 -- name: wake_workers
 -- The trigger notifies on INSERT only; an UPDATE back to pending must say so itself (at commit).

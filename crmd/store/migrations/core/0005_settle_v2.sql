@@ -26,21 +26,38 @@ CREATE TYPE crm_sync_outcome AS (
     delay       float8
 );
 
--- One outcome: the CRM id, the log row and the item's new state, atomically. Returns false when
--- the lease token is stale: the log row and the CRM id, facts about the CRM, are kept; the
--- item's state is left to the worker that holds it now.
-CREATE FUNCTION crm_sync_settle_one(o crm_sync_outcome) RETURNS boolean
+-- One outcome: the CRM id, the log row and the item's new state, atomically. Returns 'ok', or
+-- 'stale' when the lease token is stale (the log row and the CRM id, facts about the CRM, are
+-- kept; the item's state is left to the worker that holds it now), or 'twin' when the CRM id is
+-- already linked to another ERP record (two twins raced past the engine's check): then this item
+-- fails, naming the other record, rather than the whole batch's statement.
+CREATE FUNCTION crm_sync_settle_one(o crm_sync_outcome) RETURNS text
 LANGUAGE plpgsql AS $$
+DECLARE
+    result text := 'ok';
+    twin bigint;
 BEGIN
     IF o.mapa = 'remover' THEN
         DELETE FROM crm_sync_map
          WHERE conta = o.conta AND entidade = o.entidade AND entidade_id = o.entidade_id;
     ELSIF o.mapa = 'gravar' THEN
-        INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash)
-        VALUES (o.conta, o.entidade, o.entidade_id, o.external_id, o.hash)
-        ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
-           SET external_id = EXCLUDED.external_id, payload_hash = EXCLUDED.payload_hash,
-               sincronizado_em = now();
+        BEGIN
+            INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash)
+            VALUES (o.conta, o.entidade, o.entidade_id, o.external_id, o.hash)
+            ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
+               SET external_id = EXCLUDED.external_id, payload_hash = EXCLUDED.payload_hash,
+                   chave = NULL, sincronizado_em = now();
+        EXCEPTION WHEN unique_violation THEN
+            SELECT m.entidade_id INTO twin FROM crm_sync_map m
+             WHERE m.conta = o.conta AND m.entidade = o.entidade
+               AND m.external_id = o.external_id;
+            result := 'twin';
+            o.status := 'erro';
+            o.estado := 'falhou';
+            o.mensagem := format('o registro %s do CRM já está vinculado a %s %s do ERP; '
+                                 '%s %s não foi vinculado', o.external_id, o.entidade, twin,
+                                 o.entidade, o.entidade_id);
+        END;
     END IF;
     IF o.status IS NOT NULL THEN
         INSERT INTO crm_sync_log (queue_id, conta, loja_id, entidade, entidade_id, acao,
@@ -51,25 +68,28 @@ BEGIN
                 o.duracao_ms);
     END IF;
     IF o.estado IN ('pendente', 'devolver', 'adiar') THEN
-        RETURN crm_sync_requeue(o.id, o.token, o.delay, NULLIF(o.mensagem, ''),
-                                o.estado <> 'pendente', o.estado = 'adiar');
+        IF NOT crm_sync_requeue(o.id, o.token, o.delay, NULLIF(o.mensagem, ''),
+                                o.estado <> 'pendente', o.estado = 'adiar') THEN
+            RETURN 'stale';
+        END IF;
+        RETURN result;
     END IF;
     UPDATE crm_sync_queue
        SET estado = o.estado, lease_token = NULL, lease_ate = NULL,
            ultimo_erro = CASE WHEN o.estado = 'falhou' THEN o.mensagem END,
            processado_em = now(), atualizado_em = now()
      WHERE id = o.id AND lease_token = o.token AND estado = 'processando';
-    RETURN FOUND;
+    RETURN CASE WHEN FOUND THEN result ELSE 'stale' END;
 END;
 $$;
 
 -- Any number of outcomes in one statement (one round trip, one commit): a result per outcome,
 -- in the order given.
-CREATE FUNCTION crm_sync_settle_v2(outcomes crm_sync_outcome[]) RETURNS boolean[]
+CREATE FUNCTION crm_sync_settle_v2(outcomes crm_sync_outcome[]) RETURNS text[]
 LANGUAGE plpgsql AS $$
 DECLARE
     o crm_sync_outcome;
-    results boolean[] := '{}';
+    results text[] := '{}';
 BEGIN
     FOREACH o IN ARRAY outcomes LOOP
         results := results || crm_sync_settle_one(o);
