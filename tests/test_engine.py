@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -297,22 +298,37 @@ async def test_validation_error_fails_at_once_with_the_crm_message(
     assert log["mensagem"] and "nome" in log["mensagem"].lower()
 
 
-async def test_server_errors_are_retried_until_max_attempts(
-    conn: asyncpg.Connection, crm: DevCrm, settings: Settings
+async def until_settled(conn: asyncpg.Connection, settings: Settings, rounds: int = 15) -> None:
+    """Run passes, making retries due at once, until the one item has left the queue's care."""
+    for _ in range(rounds):
+        await run_once(settings)
+        if await conn.fetchval("SELECT estado IN ('concluido', 'falhou') FROM crm_sync_queue"):
+            return
+        await make_due(conn)
+        await asyncio.sleep(0.05)
+
+
+async def test_a_crm_that_keeps_failing_spends_attempts_only_after_its_waits(
+    conn: asyncpg.Connection, crm: DevCrm, db_dsn: str
 ) -> None:
+    """Every request fails: the CRM, not the record, is in trouble, so after the first failure
+    the attempts are given back, a bounded number of times ([sync] max_dependency_waits); then
+    they are spent, and the item fails for a person to look at."""
+    settings = make_settings(
+        db_dsn, crm, sync={"max_dependency_waits": 2, "failure_pause_seconds": 0.1}
+    )
     await conn.execute("INSERT INTO lojas (id, nome) VALUES (1, 'Loja')")
     await conn.execute(
         "INSERT INTO produtos (id, loja_id, codigo_interno, nome) VALUES (1, 1, 'X', 'X')"
     )
     crm.set_faults(error_rate=1.0)
-    for _ in range(4):
-        await run_once(settings)
-        await make_due(conn)
+    await until_settled(conn, settings)
     row = await conn.fetchrow("SELECT * FROM crm_sync_queue")
-    assert (row["estado"], row["tentativas"]) == ("falhou", 3)
+    assert (row["estado"], row["tentativas"], row["adiamentos"]) == ("falhou", 3, 2)
     log = await conn.fetch("SELECT * FROM crm_sync_log ORDER BY id")
-    assert [(r["tentativa"], r["status"]) for r in log] == [(1, "erro"), (2, "erro"), (3, "erro")]
-    assert all(r["http_status"] >= 500 for r in log)
+    assert len(log) == 5  # 3 attempts and 2 waits, every request in the log
+    assert [r["tentativa"] for r in log] == [1, 2, 2, 2, 3]
+    assert all(r["status"] == "erro" and r["http_status"] >= 500 for r in log)
     # Once the CRM is back, `retry` (here by hand) lets it through.
     crm.set_faults(error_rate=0.0)
     await conn.execute("UPDATE crm_sync_queue SET estado = 'pendente', tentativas = 0")
@@ -321,18 +337,21 @@ async def test_server_errors_are_retried_until_max_attempts(
 
 
 async def test_dropped_connections_are_retryable(
-    conn: asyncpg.Connection, crm: DevCrm, settings: Settings
+    conn: asyncpg.Connection, crm: DevCrm, db_dsn: str
 ) -> None:
+    settings = make_settings(
+        db_dsn, crm, sync={"max_dependency_waits": 1, "failure_pause_seconds": 0.1}
+    )
     await conn.execute("INSERT INTO lojas (id, nome) VALUES (1, 'Loja')")
     await conn.execute(
         "INSERT INTO produtos (id, loja_id, codigo_interno, nome) VALUES (1, 1, 'X', 'X')"
     )
     crm.set_faults(drop_rate=1.0)
-    await run_once(settings)  # retries due within the run's grace period are made in it
+    await until_settled(conn, settings)
     row = await conn.fetchrow("SELECT * FROM crm_sync_queue")
     assert (row["estado"], row["tentativas"]) == ("falhou", 3)
     log = await conn.fetch("SELECT * FROM crm_sync_log ORDER BY id")
-    assert [(r["status"], r["http_status"]) for r in log] == [("erro", None)] * 3
+    assert [(r["status"], r["http_status"]) for r in log] == [("erro", None)] * 4
     assert all("/produtos" in r["mensagem"] for r in log)
 
 

@@ -153,8 +153,15 @@ def run_dir() -> Iterator[Path]:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def host_interfaces() -> list[str]:
+    """The host's network interfaces by name: a systemd that reached the shared kernel (udev)
+    would rename them."""
+    return sorted(os.listdir("/sys/class/net"))
+
+
 @pytest.fixture
 async def sandbox(run_dir: Path) -> AsyncIterator[Sandbox]:
+    interfaces = host_interfaces()
     units = run_dir / "units"
     (units / "crmd.service.d").mkdir(parents=True)
     shutil.copy(UNIT, units / "crmd.service")
@@ -175,7 +182,15 @@ async def sandbox(run_dir: Path) -> AsyncIterator[Sandbox]:
         pytest.fail(f"the sandbox did not boot: {err.decode()}\n{log.read_text()[-3000:]}")
     pid = int(out.split()[-1])
     try:
-        yield Sandbox(pid, log)
+        box = Sandbox(pid, log)
+        kernel_units = [
+            "systemd-udevd.service",
+            "systemd-networkd.service",
+            "systemd-sysctl.service",
+        ]
+        states = await box.run("systemctl", "show", "--property=LoadState", *kernel_units)
+        assert states.split() == ["LoadState=masked"] * len(kernel_units), states
+        yield box
     finally:
         stop = await asyncio.create_subprocess_exec(str(HERE / "sandbox"), "stop", str(pid))
         await stop.wait()
@@ -184,6 +199,7 @@ async def sandbox(run_dir: Path) -> AsyncIterator[Sandbox]:
             await asyncio.sleep(0.1)
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, 9)
+    assert host_interfaces() == interfaces, "the sandboxed systemd changed the host's interfaces"
 
 
 @pytest.fixture

@@ -24,9 +24,13 @@ class CrmError(Exception):
         *,
         http_status: int | None = None,
         retry_after: float | None = None,
+        delivered: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.http_status = http_status
         self.retry_after = retry_after
+        # Whether the CRM may have acted on the request: assumed, unless the transport knows
+        # the connection was never made (then nothing reached it).
+        self.delivered = True if delivered is None else delivered

@@ -52,7 +52,7 @@ class RequestCount:
 
     sent: int = 0
     statuses: list[int] = field(default_factory=list)
-    on_wire: int = 0  # requests granted and not yet answered (shutdown waits only for these)
+    queued: int = 0  # requests waiting for the rate limiter (at shutdown: given back at once)
 
 
 _current: ContextVar[RequestCount | None] = ContextVar("crmd_request_count", default=None)
@@ -114,38 +114,61 @@ class Transport:
     ) -> Response:
         """Send one request under the account's limits; network failures become CrmError."""
         session = self._ensure_session()
-        count = _current.get()
-        async with self.limiter.slot() as waited:
-            if count is not None:
+        count = _current.get() or RequestCount()
+        count.queued += 1
+        granted = False
+        try:
+            async with self.limiter.slot() as waited:
+                granted = True
+                count.queued -= 1
                 count.sent += 1
-                count.on_wire += 1
-            status: int | None = None
-            start = time.perf_counter()
-            try:
-                async with session.request(
-                    method, self.base_url + path, json=body, params=params
-                ) as resp:
-                    text = await resp.text()
-                    status = resp.status
-                    if count is not None:
-                        count.statuses.append(resp.status)
-                    return Response(resp.status, _parse(text), resp.headers)
-            except TimeoutError:
-                raise CrmError(
-                    ErrorKind.RETRYABLE,
-                    f"{method} {path}: no answer within {self._timeout.total} s",
-                ) from None
-            except aiohttp.ClientError as exc:
-                reason = str(exc) or type(exc).__name__
-                raise CrmError(ErrorKind.RETRYABLE, f"{method} {path}: {reason}") from None
-            finally:
-                if count is not None:
-                    count.on_wire -= 1
-                event = RequestEvent(
-                    self.name, method, path, status, time.perf_counter() - start, waited
-                )
-                for observe in observers:
-                    observe(event)
+                return await self._send(session, method, path, body, params, count, waited)
+        finally:
+            if not granted:  # cancelled (or failed) while waiting for the limiter
+                count.queued -= 1
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        method: str,
+        path: str,
+        body: Any,
+        params: Mapping[str, str] | None,
+        count: RequestCount,
+        waited: float,
+    ) -> Response:
+        status: int | None = None
+        start = time.perf_counter()
+        try:
+            async with session.request(
+                method, self.base_url + path, json=body, params=params
+            ) as resp:
+                text = await resp.text()
+                status = resp.status
+                count.statuses.append(resp.status)
+                return Response(resp.status, _parse(text), resp.headers)
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+            reason = str(exc) or type(exc).__name__  # no connection: the CRM got nothing
+            raise CrmError(
+                ErrorKind.RETRYABLE, f"{method} {path}: {reason}", delivered=False
+            ) from None
+        except TimeoutError:
+            raise CrmError(
+                ErrorKind.RETRYABLE,
+                f"{method} {path}: no answer within {self._timeout.total} s",
+                delivered=True,
+            ) from None
+        except aiohttp.ClientError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise CrmError(
+                ErrorKind.RETRYABLE, f"{method} {path}: {reason}", delivered=True
+            ) from None
+        finally:
+            event = RequestEvent(
+                self.name, method, path, status, time.perf_counter() - start, waited
+            )
+            for observe in observers:
+                observe(event)
 
 
 def _parse(text: str) -> Any:

@@ -145,10 +145,10 @@ class Engine:
         return len(self._busy)
 
     async def shutdown(self, grace_seconds: float) -> None:
-        """Stop: give back at once what is not on the wire (buffered, waiting for the rate
-        limiter or the database), let requests on the wire finish for up to `grace_seconds`,
-        then interrupt them and give their items back too (another instance may take them at
-        once; a create's marker makes the next attempt look the record up first)."""
+        """Stop: give back at once what waits to send (buffered, or waiting for the rate
+        limiter), let items with a request out finish for up to `grace_seconds`, then interrupt
+        them and give their items back too (another instance may take them at once; a create's
+        marker makes the next attempt look the record up first)."""
         unsent = []
         while not self._buffer.empty():
             unsent.append(self._buffer.get_nowait()[3])
@@ -159,7 +159,7 @@ class Engine:
         while self._busy:
             late = time.monotonic() >= deadline
             for work, task in list(self._busy.values()):
-                if (late or not work.on_wire) and not task.done():
+                if (late or work.waiting) and not task.done():
                     task.cancel()
                     interrupted.append(work)
             await wait_any(self._idle, within=0.02)

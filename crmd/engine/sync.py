@@ -141,12 +141,19 @@ class Syncer:
         return None if owner in (None, item.entidade_id) else owner
 
     async def _create(self, work: Work, prepared: Prepared) -> str:
-        item = work.item
+        item, conta = work.item, work.account.name
         async with self._pool().acquire() as conn:
             await mapping.mark_creating(
-                conn, work.account.name, item.entidade, item.entidade_id, prepared.natural_key
+                conn, conta, item.entidade, item.entidade_id, prepared.natural_key
             )
-        return await work.account.provider.create(item.entidade, prepared.payload)
+        try:
+            return await work.account.provider.create(item.entidade, prepared.payload)
+        except CrmError as exc:
+            # An error answer, or no connection at all: certainly not created.
+            if (exc.http_status is not None and exc.http_status >= 300) or not exc.delivered:
+                async with self._pool().acquire() as conn:
+                    await mapping.not_created(conn, conta, item.entidade, item.entidade_id)
+            raise
 
     async def _delete(self, work: Work) -> Outcome:
         external_id = work.external_id

@@ -26,9 +26,10 @@ class Work:
     count: RequestCount | None = None  # the requests sent for it so far (set when sending)
 
     @property
-    def on_wire(self) -> bool:
-        """Whether a request of it is out at the CRM right now."""
-        return self.count is not None and self.count.on_wire > 0
+    def waiting(self) -> bool:
+        """Whether it waits to send (for its account's turn or the rate limiter), with no
+        request out: what a shutdown gives back at once."""
+        return self.count is None or self.count.queued > 0
 
 
 @dataclass

@@ -21,7 +21,7 @@ from crmd.crm.accounts import Account
 from crmd.engine.work import Stats
 from crmd.model import ENTITIES
 from crmd.ops.schedule import TimerInfo
-from crmd.store import reports
+from crmd.store import mapping, reports
 
 RECENT_ERRORS = 10
 STATES = ("pendente", "processando", "falhou")
@@ -62,6 +62,16 @@ class ErrorReport(BaseModel):
     tentativa: int
     http_status: int | None
     mensagem: str | None
+
+
+class UncertainReport(BaseModel):
+    """A create whose outcome nobody knows and that has no key to be looked up by."""
+
+    conta: str
+    entidade: str
+    entidade_id: int
+    chave: str | None
+    since: str
 
 
 class LimitReport(BaseModel):
@@ -120,6 +130,8 @@ class StatusReport(BaseModel):
     last_24h: DayReport
     last_hour: HourReport
     recent_errors: list[ErrorReport]
+    # "Criação incerta": a person checks the CRM for these, then `crmd retry`.
+    uncertain_creates: list[UncertainReport] = []
     # Known only where the daemon runs (None: not known here, not "none paused").
     accounts: list[AccountReport] | None = None
     timers: list[TimerReport] | None = None
@@ -146,6 +158,7 @@ async def report(
     rates = await reports.log_rates(conn)
     now: datetime = rates["now"]
     errors = await reports.last_errors(conn, RECENT_ERRORS)
+    uncertain = await mapping.uncertain(conn, RECENT_ERRORS)
     attempts = rates["attempts_24h"]
     return StatusReport(
         generated_at=now.isoformat(),
@@ -170,6 +183,16 @@ async def report(
         last_hour=HourReport(attempts=rates["attempts_1h"], succeeded=rates["succeeded_1h"]),
         recent_errors=[
             ErrorReport(**{**dict(r), "criado_em": r["criado_em"].isoformat()}) for r in errors
+        ],
+        uncertain_creates=[
+            UncertainReport(
+                conta=r["conta"],
+                entidade=r["entidade"],
+                entidade_id=r["entidade_id"],
+                chave=r["chave"],
+                since=r["sincronizado_em"].isoformat(),
+            )
+            for r in uncertain
         ],
         accounts=None if accounts is None else account_reports(accounts),
         timers=None if timers is None else [_timer(t) for t in timers],

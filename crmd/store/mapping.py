@@ -47,6 +47,13 @@ async def mark_creating(
     await conn.execute(queries["map_creating"], conta, entidade, entidade_id, natural_key)
 
 
+async def not_created(
+    conn: asyncpg.Connection, conta: str, entidade: str, entidade_id: int
+) -> None:
+    """The create marked before the POST certainly did not happen: forget the marker."""
+    await conn.execute(queries["map_not_created"], conta, entidade, entidade_id)
+
+
 async def owner(
     conn: asyncpg.Connection, conta: str, entidade: str, external_id: str
 ) -> int | None:

@@ -20,6 +20,12 @@ VALUES ($1, $2, $3, NULL, NULL, $4)
 ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
    SET external_id = NULL, payload_hash = NULL, chave = EXCLUDED.chave, sincronizado_em = now();
 
+-- name: map_not_created
+-- The create the marker was for did not happen (the CRM refused it, or never got it): forget
+-- the marker, so the next attempt need not look the record up.
+DELETE FROM crm_sync_map
+ WHERE conta = $1 AND entidade = $2 AND entidade_id = $3 AND external_id IS NULL;
+
 -- name: map_owner
 -- Which ERP record a CRM record is linked to already (unique index crm_sync_map_external_key).
 SELECT entidade_id FROM crm_sync_map
