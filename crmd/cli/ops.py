@@ -248,6 +248,13 @@ def render_status(status: StatusReport, listen: str) -> str:
     )
     lines.append(f"Última hora: {hour.succeeded} enviados com sucesso ({hour.attempts} tentativas)")
     lines.extend(_render_accounts(status.accounts, listen))
+    if status.uncertain_creates:
+        lines.append("Criações incertas (confira no CRM; depois crmd retry):")
+        for u in status.uncertain_creates:
+            key = f", chave {u.chave}" if u.chave else ", sem chave"
+            lines.append(
+                f"  {u.entidade} {u.entidade_id} (conta {u.conta}{key}, desde {u.since[:19]})"
+            )
     errors = status.recent_errors
     lines.append("Últimos erros:" if errors else "Últimos erros: nenhum")
     for e in errors:

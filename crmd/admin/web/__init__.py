@@ -19,6 +19,7 @@ from crmd.ops.status import (
     QueueReport,
     StatusReport,
     TimerReport,
+    UncertainReport,
     format_age,
 )
 
@@ -46,7 +47,14 @@ def render_page(report: StatusReport | None) -> str:
     if report is None:
         empty = '<p class="vazio">Banco de dados indisponível.</p>'
         return page.substitute(
-            cards=empty, fila="", contas="", agendamentos="", erros="", atualizado="—"
+            cards=empty,
+            fila="",
+            contas="",
+            agendamentos="",
+            erros="",
+            incertas="",
+            incertas_oculta=" hidden",
+            atualizado="—",
         )
     return page.substitute(
         cards=cards(report),
@@ -54,6 +62,8 @@ def render_page(report: StatusReport | None) -> str:
         contas=accounts(report.accounts),
         agendamentos=timers(report.timers),
         erros=errors(report.recent_errors),
+        incertas=uncertain(report.uncertain_creates),
+        incertas_oculta="" if report.uncertain_creates else " hidden",
         atualizado=escape(_when(report.generated_at)),
     )
 
@@ -146,6 +156,19 @@ def timers(items: list[TimerReport] | None) -> str:
     return (
         "<table><thead><tr><th>Agendamento</th><th>Última execução</th>"
         f"<th>Próxima execução</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def uncertain(items: list[UncertainReport]) -> str:
+    rows = "".join(
+        f"<tr><td>{escape(ENTITY_LABELS.get(u.entidade, u.entidade))} {u.entidade_id}</td>"
+        f"<td>{escape(u.conta)}</td><td>{escape(u.chave or '—')}</td>"
+        f"<td>{escape(_when(u.since))}</td></tr>"
+        for u in items
+    )
+    return (
+        "<table><thead><tr><th>Registro</th><th>Conta</th><th>Chave</th><th>Desde</th></tr>"
+        f"</thead><tbody>{rows}</tbody></table>"
     )
 
 

@@ -92,6 +92,15 @@ function renderErrors(items) {
     `<tbody>${rows}</tbody></table>`;
 }
 
+function renderUncertain(items) {
+  const rows = (items || []).map((u) =>
+    `<tr><td>${esc(ENTITIES[u.entidade] || u.entidade)} ${esc(u.entidade_id)}</td>` +
+    `<td>${esc(u.conta)}</td><td>${esc(u.chave || "—")}</td><td>${esc(when(u.since))}</td></tr>`
+  ).join("");
+  return "<table><thead><tr><th>Registro</th><th>Conta</th><th>Chave</th><th>Desde</th></tr>" +
+    `</thead><tbody>${rows}</tbody></table>`;
+}
+
 async function refresh() {
   try {
     const resp = await fetch("/api/status", { cache: "no-store" });
@@ -102,6 +111,8 @@ async function refresh() {
     $("contas").innerHTML = renderAccounts(r.accounts);
     $("agendamentos").innerHTML = renderTimers(r.timers);
     $("erros").innerHTML = renderErrors(r.recent_errors);
+    $("incertas").innerHTML = renderUncertain(r.uncertain_creates);
+    $("incertas-secao").hidden = !(r.uncertain_creates || []).length;
     $("atualizado").textContent = when(r.generated_at);
     $("conexao").textContent = "";
     $("conexao").classList.remove("erro");
