@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CODE := crmd tests $(wildcard bench)
 
-.PHONY: test lint fmt run bench clean browser
+.PHONY: test lint fmt run bench chaos clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ run: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
+
+# The chaos suite: faults, then the invariants (docs/RELIABILITY.md). About 10 min; QUICK=1 about 3.
+chaos: $(STAMP)
+	$(BIN)/python -m bench chaos --out bench/results/chaos.json $(if $(QUICK),--quick,)
 
 clean:
 	rm -rf $(VENV) .run build *.egg-info .pytest_cache .mypy_cache .ruff_cache
