@@ -12,9 +12,11 @@ import pytest
 from crmd.config import Settings
 from crmd.dev.devcrm.ledger import max_in_window
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
+from crmd.dev.devcrm.store import SITUACOES
 from crmd.service.startup import run_once
 
 TOKENS = {"access_token": "tok-test", "secret_access_token": "sec-test"}
+SITUACAO = SITUACOES[1][0]  # the development account's own id: "1" is not one
 
 
 @pytest.fixture
@@ -35,6 +37,7 @@ def make_settings(db_dsn: str, server: DevCrm, **overrides: Any) -> Settings:
         **TOKENS,
         "limits": [{"requests": 1000, "per_seconds": 1}],
         "concurrency": 4,
+        "venda_situacao_id": SITUACAO,
         **overrides.pop("crm", {}),
     }
     queue = {"retry_initial_delay_seconds": 0.1, "retry_jitter": 0, **overrides.pop("queue", {})}
