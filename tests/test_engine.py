@@ -493,7 +493,8 @@ async def test_no_duplicate_venda_after_a_crash_between_create_and_storing_the_i
     await seed_small(conn)
     await drain(settings)
     [venda] = crm.records("vendas")
-    # As if the id had never been stored: the next attempt must find the venda by its codigo.
+    # As if the id had never been stored: the next attempt must find the venda by its codigo
+    # ([crm] venda_codigo_prefix + the ERP id).
     await conn.execute("DELETE FROM crm_sync_map WHERE entidade = 'vendas'")
     for i in range(30):  # other vendas in the CRM, so the one we want is not on the first page
         crm.store.create(
@@ -506,7 +507,7 @@ async def test_no_duplicate_venda_after_a_crash_between_create_and_storing_the_i
         )
     await conn.execute("UPDATE vendas SET observacoes = 'entregar à tarde' WHERE id = 1")
     await drain(settings)
-    assert [v["id"] for v in crm.records("vendas") if v.get("codigo") == "1"] == [venda["id"]]
+    assert [v["id"] for v in crm.records("vendas") if v["codigo"] == "crmd-1"] == [venda["id"]]
     assert await mapped(conn, "vendas", 1) == venda["id"]
 
 
