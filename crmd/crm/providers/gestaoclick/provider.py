@@ -127,6 +127,8 @@ class GestaoClick:
     ) -> str | None:
         if entidade not in _FILTERS or not natural_key:
             return None
+        if entidade == "vendas" and natural_key.isdigit():
+            return None  # the account's own numbering: whatever has it is not provably ours
         scope = dict(scope or {})
         params = {_FILTERS[entidade]: natural_key, **scope}
         page = 1
