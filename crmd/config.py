@@ -116,7 +116,8 @@ DEFAULT_LIMITS = (
 
 
 class CrmAccountSettings(_Section):
-    """One CRM account: where to send, with which credentials, under which limits."""
+    """One CRM account: where to send, with which credentials, under which limits, and how the
+    ERP's situações and lojas translate to the account's own ids."""
 
     provider: Literal["gestaoclick"] = "gestaoclick"
     base_url: str = "https://api.gestaoclick.com"
@@ -127,7 +128,11 @@ class CrmAccountSettings(_Section):
     limits: tuple[RateLimit, ...] = DEFAULT_LIMITS
     limit_margin_seconds: float = Field(0.05, ge=0, le=10)
     concurrency: int = Field(4, ge=1, le=256)
-    venda_situacao_id: str = "1"
+    venda_situacao_id: str = ""
+    situacoes: dict[str, str] = Field(default_factory=dict)
+    lojas_crm: dict[int, str] = Field(default_factory=dict)
+    venda_codigo_prefix: str = "crmd-"
+    produto_valor_tipo_id: str = ""
     timeout_seconds: float = Field(30.0, gt=0)
     connect_timeout_seconds: float = Field(10.0, gt=0)
 
@@ -137,6 +142,45 @@ class CrmAccountSettings(_Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("venda_situacao_id", "produto_valor_tipo_id")
+    @classmethod
+    def _optional_id(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.isdigit():
+            raise ValueError(f"{value!r} is not a GestãoClick id (digits, or empty for none)")
+        return value
+
+    @field_validator("situacoes")
+    @classmethod
+    def _situacoes(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, crm_id in value.items():
+            if not key.strip():
+                raise ValueError("an empty ERP situação cannot be mapped")
+            if not crm_id.strip().isdigit():
+                raise ValueError(f"{key}: {crm_id!r} is not a GestãoClick situação id (digits)")
+        return {key: crm_id.strip() for key, crm_id in value.items()}
+
+    @field_validator("lojas_crm")
+    @classmethod
+    def _lojas_crm(cls, value: dict[int, str]) -> dict[int, str]:
+        for loja, crm_id in value.items():
+            if not crm_id.strip().isdigit():
+                raise ValueError(
+                    f"ERP loja {loja}: {crm_id!r} is not a GestãoClick loja id (digits)"
+                )
+        return {loja: crm_id.strip() for loja, crm_id in value.items()}
+
+    @field_validator("venda_codigo_prefix")
+    @classmethod
+    def _codigo_prefix(cls, value: str) -> str:
+        # GestãoClick numbers vendas 1, 2, 3...: a prefix with a non-digit can never be one.
+        if value and (value.isdigit() or any(c.isspace() for c in value) or len(value) > 20):
+            raise ValueError(
+                "must hold a non-digit, no spaces and at most 20 characters (or be empty: "
+                "send no codigo and never look vendas up)"
+            )
+        return value
 
     @field_validator("limits")
     @classmethod

@@ -21,9 +21,12 @@ import pytest
 from crmd.dev.devcrm import cli, envelope
 from crmd.dev.devcrm.ledger import LedgerEntry, max_in_window
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
+from crmd.dev.devcrm.store import LOJAS, RESOURCES, SITUACOES
 
 TOKENS = {"access-token": "tok", "secret-access-token": "sec"}
 REPO = Path(__file__).resolve().parent.parent
+SITUACAO = SITUACOES[1][0]
+MATRIZ, FILIAL = LOJAS[0][0], LOJAS[1][0]
 
 CLIENTE = {
     "tipo_pessoa": "PF",
@@ -117,14 +120,16 @@ async def test_cliente_round_trip_answers_in_the_envelope_with_string_ids(
     status, got = await call(http, "GET", f"{crm.url}/clientes/1")
     assert (status, got["data"]) == (200, cliente)
 
-    status, updated = await call(http, "PUT", f"{crm.url}/clientes/1", {"email": "j@x.com"})
+    edit = {"tipo_pessoa": "PF", "nome": "João da Silva", "email": "j@x.com"}
+    status, updated = await call(http, "PUT", f"{crm.url}/clientes/1", edit)
     assert status == 200
     assert updated["data"]["email"] == "j@x.com"
-    assert updated["data"]["nome"] == "João da Silva"
+    assert updated["data"]["telefone"] == "(11) 2533-3532"
     assert updated["data"]["cadastrado_em"] == cliente["cadastrado_em"]
 
     status, deleted = await call(http, "DELETE", f"{crm.url}/clientes/1")
     assert (status, deleted["status"]) == (200, "success")
+    assert isinstance(deleted["data"], str)
     status, gone = await call(http, "GET", f"{crm.url}/clientes/1")
     assert status == 404
     assert envelope.is_missing_record(gone)
@@ -167,7 +172,7 @@ async def test_venda_keeps_string_foreign_keys_but_numeric_item_produto_id(
     venda = {
         "cliente_id": 1,
         "data": "2025-01-18",
-        "situacao_id": "3",
+        "situacao_id": SITUACAO,
         "produtos": [{"produto": {"produto_id": "1", "quantidade": "2", "valor_venda": "60"}}],
     }
 
@@ -175,7 +180,7 @@ async def test_venda_keeps_string_foreign_keys_but_numeric_item_produto_id(
 
     assert status == 200
     data = body["data"]
-    assert (data["id"], data["cliente_id"], data["situacao_id"]) == ("1", "1", "3")
+    assert (data["id"], data["cliente_id"], data["situacao_id"]) == ("1", "1", SITUACAO)
     item = data["produtos"][0]["produto"]
     assert item["produto_id"] == 1
     assert item["valor_venda"] == "60.0000"
@@ -222,20 +227,21 @@ async def test_an_invalid_update_changes_nothing(crm: DevCrm, http: aiohttp.Clie
 @pytest.mark.parametrize(
     ("venda", "complaint"),
     [
-        ({"cliente_id": "7", "data": "2025-01-18", "situacao_id": "1"}, "Cliente"),
-        ({"cliente_id": "1", "data": "18/01/2025", "situacao_id": "1"}, "data"),
+        ({"cliente_id": "7", "data": "2025-01-18", "situacao_id": SITUACAO}, "Cliente"),
+        ({"cliente_id": "1", "data": "18/01/2025", "situacao_id": SITUACAO}, "data"),
+        ({"cliente_id": "1", "data": "2025-01-18", "situacao_id": "1"}, "Situação"),
         (
             {
                 "cliente_id": "1",
                 "data": "2025-01-18",
-                "situacao_id": "1",
+                "situacao_id": SITUACAO,
                 "produtos": [{"produto": {"produto_id": 9, "quantidade": 1, "valor_venda": 1}}],
             },
             "Produto",
         ),
     ],
 )
-async def test_venda_needs_an_existing_cliente_produtos_and_a_valid_date(
+async def test_venda_needs_an_existing_cliente_situacao_produtos_and_a_valid_date(
     crm: DevCrm, http: aiohttp.ClientSession, venda: dict[str, Any], complaint: str
 ) -> None:
     await call(http, "POST", f"{crm.url}/clientes", CLIENTE)
@@ -273,8 +279,7 @@ async def test_lists_are_paged_20_by_default_at_most_100(
     assert [c["id"] for c in first["data"]] == [str(i) for i in range(1, 21)]
     meta = first["meta"]
     assert meta["total_registros"] == 45
-    assert meta["total_paginas"] == 3
-    assert meta["total_registros_pagina"] == 20
+    assert meta["total_da_pagina"] == 20
     assert meta["pagina_atual"] == 1
     assert meta["limite_por_pagina"] == 20
     assert meta["pagina_anterior"] is None
@@ -288,16 +293,36 @@ async def test_lists_are_paged_20_by_default_at_most_100(
     assert big["meta"]["limite_por_pagina"] == 100
 
 
-async def test_an_empty_list_is_an_empty_array_or_the_string_when_asked(
+async def test_list_meta_keys_differ_by_resource_as_documented(
     crm: DevCrm, http: aiohttp.ClientSession
 ) -> None:
-    _, normal = await call(http, "GET", f"{crm.url}/produtos")
-    crm.faults.empty_list_as_string = True
-    _, quirky = await call(http, "GET", f"{crm.url}/produtos")
+    crm.store.create("clientes", CLIENTE)
+    crm.store.create("produtos", PRODUTO)
+    crm.store.create("vendas", {"cliente_id": "1", "data": "2025-01-18", "situacao_id": SITUACAO})
 
-    assert normal["data"] == []
+    metas = {r: (await call(http, "GET", f"{crm.url}/{r}"))[1]["meta"] for r in RESOURCES}
+
+    for resource in ("clientes", "vendas"):
+        assert metas[resource]["total_da_pagina"] == 1
+        assert "total_paginas" not in metas[resource]
+        assert "total_registros_pagina" not in metas[resource]
+    assert metas["produtos"]["total_paginas"] == 1
+    assert metas["produtos"]["total_registros_pagina"] == 1
+    assert "total_da_pagina" not in metas["produtos"]
+    assert all(m["proxima_pagina"] is None and m["proxima_url"] is None for m in metas.values())
+
+
+async def test_an_empty_list_is_the_string_by_default_or_an_array_when_asked(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with DevCrm(config()) as crm:
+        _, quirky = await call(http, "GET", f"{crm.url}/produtos")
+    async with DevCrm(config(empty_list_as_string=False)) as crm:
+        _, plain = await call(http, "GET", f"{crm.url}/produtos")
+
     assert quirky["data"] == "Não há dados!"
     assert quirky["meta"]["total_registros"] == 0
+    assert plain["data"] == []
 
 
 async def test_cpf_cnpj_filter_compares_digits_of_either_field(
@@ -316,7 +341,7 @@ async def test_cpf_cnpj_filter_compares_digits_of_either_field(
 
     assert [c["id"] for c in by_cpf["data"]] == ["1"]
     assert [c["id"] for c in by_cnpj["data"]] == ["2"]
-    assert nobody["data"] == []
+    assert nobody["data"] == "Não há dados!"
     assert [c["nome"] for c in inactive["data"]] == ["Inativo"]
 
 
@@ -342,6 +367,165 @@ async def test_paths_with_the_api_prefix_reach_the_same_records(
     assert status == 200
     assert got["data"]["nome"] == "João da Silva"
     assert len(listed["data"]) == 1
+
+
+async def test_loose_filters_match_by_substring_when_asked(
+    crm: DevCrm, http: aiohttp.ClientSession
+) -> None:
+    for code in ("OC-1", "OC-10", "OC-11"):
+        crm.store.create("produtos", {**PRODUTO, "codigo_interno": code})
+    _, exact = await call(http, "GET", f"{crm.url}/produtos?codigo=OC-1")
+    crm.set_faults(loose_filters=True)
+    _, loose = await call(http, "GET", f"{crm.url}/produtos?codigo=OC-1")
+
+    assert [p["codigo_interno"] for p in exact["data"]] == ["OC-1"]
+    assert [p["codigo_interno"] for p in loose["data"]] == ["OC-1", "OC-10", "OC-11"]
+
+
+# --- GestãoClick's documented shapes ----------------------------------------------------------
+
+
+async def test_delete_answers_as_documented_per_resource(
+    crm: DevCrm, http: aiohttp.ClientSession
+) -> None:
+    crm.store.create("clientes", CLIENTE)
+    crm.store.create("produtos", PRODUTO)
+    crm.store.create("vendas", {"cliente_id": "1", "data": "2025-01-18", "situacao_id": SITUACAO})
+
+    async with http.delete(f"{crm.url}/produtos/1") as response:
+        produto = (response.status, await response.read())
+    _, venda = await call(http, "DELETE", f"{crm.url}/vendas/1")
+    _, cliente = await call(http, "DELETE", f"{crm.url}/clientes/1")
+
+    assert produto == (200, b"")
+    assert (cliente["status"], type(cliente["data"])) == ("success", str)
+    assert (venda["status"], type(venda["data"])) == ("success", str)
+    assert all(crm.records(r) == [] for r in RESOURCES)
+
+
+@pytest.mark.parametrize(
+    ("resource", "body", "missing"),
+    [
+        ("clientes", {"nome": "Só o nome"}, "tipo_pessoa"),
+        ("produtos", {"nome": "Óculos", "codigo_interno": "OC-1"}, "valor_custo"),
+        ("vendas", {"cliente_id": "1", "data": "2025-01-19"}, "situacao_id"),
+    ],
+)
+async def test_put_requires_the_fields_post_requires(
+    crm: DevCrm, http: aiohttp.ClientSession, resource: str, body: dict[str, Any], missing: str
+) -> None:
+    crm.store.create("clientes", CLIENTE)
+    crm.store.create("produtos", PRODUTO)
+    crm.store.create("vendas", {"cliente_id": "1", "data": "2025-01-18", "situacao_id": SITUACAO})
+    before = crm.records(resource)
+
+    status, refused = await call(http, "PUT", f"{crm.url}/{resource}/1", body)
+
+    assert status == 404
+    assert envelope.is_validation_error(refused)
+    assert missing in refused["data"]["mensagem"]
+    assert crm.records(resource) == before
+
+
+async def test_produto_prices_change_through_valores_only(
+    crm: DevCrm, http: aiohttp.ClientSession
+) -> None:
+    _, created = await call(http, "POST", f"{crm.url}/produtos", {**PRODUTO, "valor_custo": 80})
+    produto = created["data"]
+    assert produto["valor_venda"] == "120.0000"
+    [valor] = produto["valores"]
+    assert valor["valor_venda"] == "120.0000"
+    assert set(valor) >= {"tipo_id", "nome_tipo"}
+    assert (produto["variacoes"], produto["fiscal"]) == ([], {})
+
+    required = {k: PRODUTO[k] for k in ("nome", "codigo_interno", "valor_custo")}
+    _, kept = await call(http, "PUT", f"{crm.url}/produtos/1", {**required, "valor_venda": "99"})
+    new_price = [{"tipo_id": valor["tipo_id"], "valor_venda": "130.1234"}]
+    _, changed = await call(
+        http, "PUT", f"{crm.url}/produtos/1", {**required, "valores": new_price}
+    )
+    status, wrapped = await call(
+        http, "PUT", f"{crm.url}/produtos/1", {**required, "valores": [{"valor": new_price[0]}]}
+    )
+
+    assert kept["data"]["valor_venda"] == "120.0000"
+    assert changed["data"]["valor_venda"] == "130.1234"
+    assert changed["data"]["valores"][0]["valor_venda"] == "130.1234"
+    assert changed["data"]["valor_custo"] == "80.0000"
+    assert status == 404 and envelope.is_validation_error(wrapped)
+
+
+async def test_produto_keeps_variacoes_and_fiscal(crm: DevCrm, http: aiohttp.ClientSession) -> None:
+    body = {
+        **PRODUTO,
+        "codigo_barra": "7891234567895",
+        "variacoes": [{"variacao": {"nome": "Azul", "estoque": "2"}}],
+        "fiscal": {"ncm": "9004.10.00"},
+    }
+    _, created = await call(http, "POST", f"{crm.url}/produtos", body)
+    status, refused = await call(
+        http, "POST", f"{crm.url}/produtos", {**PRODUTO, "variacoes": [{"nome": "Azul"}]}
+    )
+
+    assert created["data"]["variacoes"] == body["variacoes"]
+    assert created["data"]["fiscal"] == {"ncm": "9004.10.00"}
+    assert created["data"]["codigo_barra"] == "7891234567895"
+    assert status == 404 and "variacao" in refused["data"]["mensagem"]
+
+
+async def test_vendas_are_numbered_by_the_account_after_its_own(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with DevCrm(config(existing_vendas=5)) as crm:
+        own = crm.records("vendas")
+        _, cliente = await call(http, "POST", f"{crm.url}/clientes", CLIENTE)
+        venda = {"cliente_id": cliente["data"]["id"], "data": "2025-01-18", "situacao_id": SITUACAO}
+        _, numbered = await call(http, "POST", f"{crm.url}/vendas", venda)
+        _, named = await call(http, "POST", f"{crm.url}/vendas", {**venda, "codigo": "crmd-3"})
+        _, by_codigo = await call(http, "GET", f"{crm.url}/vendas?codigo=3")
+        crm.reset()
+        after_reset = crm.records("vendas")
+
+    assert [v["codigo"] for v in own] == ["1", "2", "3", "4", "5"]
+    assert {v["nome_cliente"] for v in own} == {"Cliente de outra origem"}
+    assert numbered["data"]["codigo"] == "6"
+    assert named["data"]["codigo"] == "crmd-3"
+    # The account's own venda 3, not ours: a lookup by codigo must check what comes back.
+    assert [v["codigo"] for v in by_codigo["data"]] == ["3"]
+    assert len(after_reset) == 5
+
+
+async def test_the_account_lists_its_situacoes_and_lojas(
+    crm: DevCrm, http: aiohttp.ClientSession
+) -> None:
+    _, situacoes = await call(http, "GET", f"{crm.url}/situacoes_vendas")
+    _, lojas = await call(http, "GET", f"{crm.url}/api/lojas")
+    _, one = await call(http, "GET", f"{crm.url}/situacoes_vendas/{SITUACAO}")
+    status, _ = await call(http, "POST", f"{crm.url}/lojas", {"nome": "Nova"})
+
+    assert [(s["id"], s["nome"], s["tipo_lancamento"]) for s in situacoes["data"]] == list(
+        SITUACOES
+    )
+    assert "1" not in {s["id"] for s in situacoes["data"]}
+    assert [(loja["id"], loja["nome"]) for loja in lojas["data"]] == list(LOJAS)
+    assert one["data"]["id"] == SITUACAO
+    assert status == 405
+
+
+async def test_loja_id_is_kept_and_lists_are_per_loja_defaulting_to_the_matriz(
+    crm: DevCrm, http: aiohttp.ClientSession
+) -> None:
+    _, in_matriz = await call(http, "POST", f"{crm.url}/clientes", CLIENTE)
+    _, in_filial = await call(http, "POST", f"{crm.url}/clientes", {**CLIENTE, "loja_id": FILIAL})
+    status, refused = await call(http, "POST", f"{crm.url}/clientes", {**CLIENTE, "loja_id": "9"})
+    key = "cpf_cnpj=47718252620"
+    _, matriz_list = await call(http, "GET", f"{crm.url}/clientes?{key}")
+    _, filial_list = await call(http, "GET", f"{crm.url}/clientes?{key}&loja_id={FILIAL}")
+
+    assert (in_matriz["data"]["loja_id"], in_filial["data"]["loja_id"]) == (MATRIZ, FILIAL)
+    assert status == 404 and "Loja" in refused["data"]["mensagem"]
+    assert [c["id"] for c in matriz_list["data"]] == [in_matriz["data"]["id"]]
+    assert [c["id"] for c in filial_list["data"]] == [in_filial["data"]["id"]]
 
 
 # --- rate limits ------------------------------------------------------------------------------
@@ -545,7 +729,13 @@ def test_limit_flags_parse_and_reject_nonsense() -> None:
 
     assert args.limit == [(3, 1.0), (100, 60.0)]
     assert args.error_rate == 0.1
-    assert parser.parse_args([]).port == 8800
+    defaults = parser.parse_args([])
+    assert (defaults.port, defaults.empty_list_as_string, defaults.existing_vendas) == (
+        8800,
+        True,
+        0,
+    )
+    assert parser.parse_args(["--empty-list-as-array"]).empty_list_as_string is False
     for bad in (["--limit", "3"], ["--limit", "0/1"], ["--drop-rate", "1.5"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
@@ -577,7 +767,7 @@ async def test_the_command_serves_until_sigterm() -> None:
         }
         async with aiohttp.ClientSession(headers=headers) as session:
             status, body = await call(session, "GET", f"http://127.0.0.1:{port}/api/clientes")
-        assert (status, body["data"]) == (200, [])
+        assert (status, body["data"]) == (200, "Não há dados!")
 
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=10) == 0

@@ -13,9 +13,11 @@ import pytest
 from crmd.config import Settings
 from crmd.dev.devcrm.ledger import max_in_window
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
+from crmd.dev.devcrm.store import SITUACOES
 from crmd.service.startup import run_once
 
 TOKENS = {"access_token": "tok-test", "secret_access_token": "sec-test"}
+SITUACAO = SITUACOES[1][0]  # the development account's own id: "1" is not one
 
 
 @pytest.fixture
@@ -36,6 +38,7 @@ def make_settings(db_dsn: str, server: DevCrm, **overrides: Any) -> Settings:
         **TOKENS,
         "limits": [{"requests": 1000, "per_seconds": 1}],
         "concurrency": 4,
+        "venda_situacao_id": SITUACAO,
         **overrides.pop("crm", {}),
     }
     queue = {"retry_initial_delay_seconds": 0.1, "retry_jitter": 0, **overrides.pop("queue", {})}
@@ -509,7 +512,8 @@ async def test_no_duplicate_venda_after_a_crash_between_create_and_storing_the_i
     await seed_small(conn)
     await drain(settings)
     [venda] = crm.records("vendas")
-    # As if the id had never been stored: the next attempt must find the venda by its codigo.
+    # As if the id had never been stored: the next attempt must find the venda by its codigo
+    # ([crm] venda_codigo_prefix + the ERP id).
     await conn.execute("DELETE FROM crm_sync_map WHERE entidade = 'vendas'")
     for i in range(30):  # other vendas in the CRM, so the one we want is not on the first page
         crm.store.create(
@@ -522,7 +526,7 @@ async def test_no_duplicate_venda_after_a_crash_between_create_and_storing_the_i
         )
     await conn.execute("UPDATE vendas SET observacoes = 'entregar à tarde' WHERE id = 1")
     await drain(settings)
-    assert [v["id"] for v in crm.records("vendas") if v.get("codigo") == "1"] == [venda["id"]]
+    assert [v["id"] for v in crm.records("vendas") if v["codigo"] == "crmd-1"] == [venda["id"]]
     assert await mapped(conn, "vendas", 1) == venda["id"]
 
 

@@ -20,8 +20,9 @@ from crmd.crm.providers.base import Provider
 
 log = structlog.get_logger("crmd.accounts")
 
-# What an account's provider and HTTP session are built from: a change to any of these needs a
-# new provider (and session); anything else is adjusted in place on reload.
+# What an account's provider and HTTP session are built from (the provider keeps the account's
+# id mappings): a change to any of these needs a new provider (and session); anything else is
+# adjusted in place on reload.
 CONNECTION_KEYS = (
     "provider",
     "base_url",
@@ -30,6 +31,10 @@ CONNECTION_KEYS = (
     "timeout_seconds",
     "connect_timeout_seconds",
     "venda_situacao_id",
+    "situacoes",
+    "lojas_crm",
+    "venda_codigo_prefix",
+    "produto_valor_tipo_id",
 )
 
 

@@ -110,7 +110,7 @@ class Syncer:
         # before storing the id). Look it up by its natural key before creating a second one.
         lookup = work.create_unsure or self._settings().sync.lookup_unknown
         if prepared.natural_key and lookup:
-            found = await provider.find(entidade, prepared.natural_key)
+            found = await provider.find(entidade, prepared.natural_key, prepared.scope)
             if found:
                 twin = await self._owner(work, found)
                 if twin is not None:

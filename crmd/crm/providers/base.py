@@ -4,12 +4,16 @@ A provider turns an ERP row into the CRM's payload and performs four operations 
 create, update, delete, and find by natural key (the key that identifies a record without its CRM
 id: a cliente's CPF/CNPJ, a produto's code). The engine decides which to call; the provider knows
 the CRM's paths, shapes and error conventions. Adding a CRM means one new module.
+
+Beside the flow, a provider answers the questions an operator asks before and while syncing
+(`crmd check-config`, `crmd doctor`): which source columns it cannot send, whether the account's
+own ids in the config exist, and whether a base URL answers with the account's tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from crmd.crm.transport import Transport
@@ -27,10 +31,26 @@ class Dependencies:
 
 @dataclass
 class Prepared:
-    """A record ready to send: its payload, and the natural key it can be found by."""
+    """A record ready to send: its payload, and the natural key it can be found by.
+
+    `scope` narrows a lookup by that key to where the record lives in the CRM (GestãoClick: its
+    loja); pass it to `find` with the key.
+    """
 
     payload: Payload
     natural_key: str | None
+    scope: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """Whether a base URL answers as the CRM's API, and whether it took the account's tokens."""
+
+    base_url: str
+    answers: bool
+    accepted: bool
+    status: int | None
+    message: str
 
 
 class Provider(Protocol):
@@ -62,6 +82,24 @@ class Provider(Protocol):
         """Raises CrmError(NOT_FOUND) when the record is already gone."""
         ...
 
-    async def find(self, entidade: str, natural_key: str) -> str | None:
-        """The CRM id of the record with this natural key, if the CRM has one."""
+    async def find(
+        self, entidade: str, natural_key: str, scope: Mapping[str, str] | None = None
+    ) -> str | None:
+        """The CRM id of the record with this natural key (within `scope`, the `Prepared`'s),
+        if the CRM has one that provably is that record; None otherwise."""
+        ...
+
+    def check_columns(self, entidade: str, columns: Iterable[str]) -> list[str]:
+        """Problems with a source query's columns (those the CRM has no field for), as
+        messages naming each column; [] when every column can be sent."""
+        ...
+
+    async def check_account(self) -> list[str]:
+        """Problems with the CRM ids in the account's config (ids the account does not have),
+        as messages naming each config key; [] when all of them exist. Costs a few requests."""
+        ...
+
+    async def probe(self, base_url: str | None = None) -> Probe:
+        """Ask `base_url` (the configured one by default) one cheap question with the
+        account's tokens. Costs one request of the account's budget."""
         ...

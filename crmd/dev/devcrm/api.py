@@ -1,8 +1,11 @@
 """The GestãoClick resources themselves: list, get, create, update and delete over HTTP.
 
 Routes answer both `/clientes` and `/api/clientes`, since GestãoClick documents the first and
-links to the second in `proxima_url`. Authentication, rate limits and faults are not handled here
-but in front of these handlers (`crmd.dev.devcrm.server`).
+links to the second in `proxima_url`. The account's situações and lojas are read-only lists. Each
+answer has the documented shape of its resource: the `meta` keys of a list differ between
+resources, `DELETE /clientes/{id}` answers a string message in `data` and `DELETE /produtos/{id}`
+an empty body. Authentication, rate limits and faults are not handled here but in front of these
+handlers (`crmd.dev.devcrm.server`).
 """
 
 from __future__ import annotations
@@ -19,10 +22,16 @@ from aiohttp import web
 
 from crmd.dev.devcrm import envelope
 from crmd.dev.devcrm.faults import Faults
-from crmd.dev.devcrm.store import RESOURCES, RecordNotFound, Store, ValidationFailed
+from crmd.dev.devcrm.rules import ValidationFailed
+from crmd.dev.devcrm.store import CATALOGUES, RESOURCES, RecordNotFound, Store
 
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 20
+DELETED_MESSAGE = {
+    "clientes": "Cliente excluído com sucesso!",
+    "vendas": "Venda excluída com sucesso!",
+}
+"""What `data` says after a delete; produtos answer an empty body instead."""
 CREATED_ID: ContextVar[str | None] = ContextVar("devcrm_created_id", default=None)
 """Where a create handler leaves the new id, for the ledger; whoever reads it resets it first."""
 
@@ -38,14 +47,15 @@ def json_response(
 
 
 class Api:
-    """Handlers over one store; the faults in force decide the shape of empty lists."""
+    """Handlers over one store; the faults in force decide the shape of empty lists and how
+    loosely list filters match."""
 
     def __init__(self, store: Store, faults: Callable[[], Faults]) -> None:
         self.store = store
         self.faults = faults
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        names = "|".join(RESOURCES)
+        names, catalogues = "|".join(RESOURCES), "|".join(CATALOGUES)
         for prefix in ("", "/api"):
             collection = f"{prefix}/{{resource:{names}}}"
             item = f"{collection}/{{id}}"
@@ -54,6 +64,8 @@ class Api:
             router.add_get(item, self.get)
             router.add_put(item, self.update)
             router.add_delete(item, self.delete)
+            router.add_get(f"{prefix}/{{resource:{catalogues}}}", self.list_records)
+            router.add_get(f"{prefix}/{{resource:{catalogues}}}/{{id}}", self.get)
 
     async def list_records(self, request: web.Request) -> web.Response:
         """A page of records; `pagina` (from 1) and `limite` (at most 100, default 20)."""
@@ -63,7 +75,7 @@ class Api:
             size = min(MAX_PAGE_SIZE, _positive_int(request.query, "limite", DEFAULT_PAGE_SIZE))
         except ValidationFailed as exc:
             return json_response(envelope.validation_error(exc.mensagem))
-        records = self.store.find(resource, request.query)
+        records = self.store.find(resource, request.query, loose=self.faults().loose_filters)
         items = records[(page - 1) * size : page * size]
         meta = _meta(request, resource, page, size, total=len(records), on_page=len(items))
         data: object = items
@@ -98,11 +110,14 @@ class Api:
         return json_response(envelope.success(record))
 
     async def delete(self, request: web.Request) -> web.Response:
+        resource = request.match_info["resource"]
         try:
-            self.store.delete(request.match_info["resource"], request.match_info["id"])
+            self.store.delete(resource, request.match_info["id"])
         except RecordNotFound:
             return json_response(envelope.missing_record())
-        return json_response(envelope.success({"mensagem": "Registro excluído com sucesso"}))
+        if resource == "produtos":
+            return web.Response(status=200)
+        return json_response(envelope.success(DELETED_MESSAGE[resource]))
 
 
 async def _body(request: web.Request) -> Any:
@@ -124,23 +139,26 @@ def _positive_int(query: Mapping[str, str], name: str, default: int) -> int:
 def _meta(
     request: web.Request, resource: str, page: int, size: int, *, total: int, on_page: int
 ) -> dict[str, Any]:
-    """GestãoClick's pagination block; its links point at `/api/<resource>`, as the real ones do."""
+    """GestãoClick's pagination block, whose keys differ by resource (produtos count pages and
+    the records on this one, the others only the latter, under another name); its links point
+    at `/api/<resource>`, as the real ones do."""
     pages = math.ceil(total / size)
     previous = page - 1 if page > 1 else None
     following = page + 1 if page < pages else None
-    meta: dict[str, Any] = {
-        "total_registros": total,
-        "total_paginas": pages,
-        "total_registros_pagina": on_page,
-        "pagina_atual": page,
-        "limite_por_pagina": size,
-        "pagina_anterior": previous,
-        "url_anterior": _page_url(request, resource, previous),
-        "proxima_pagina": following,
-        "proxima_url": _page_url(request, resource, following),
-    }
-    if resource in ("clientes", "vendas"):
+    meta: dict[str, Any] = {"total_registros": total}
+    if resource == "produtos":
+        meta["total_paginas"] = pages
+        meta["total_registros_pagina"] = on_page
+    else:
         meta["total_da_pagina"] = on_page
+    meta.update(
+        pagina_atual=page,
+        limite_por_pagina=size,
+        pagina_anterior=previous,
+        url_anterior=_page_url(request, resource, previous),
+        proxima_pagina=following,
+        proxima_url=_page_url(request, resource, following),
+    )
     return meta
 
 

@@ -103,11 +103,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="send a Retry-After header with this value on 429s (default: none, as GestãoClick)",
     )
-    parser.add_argument(
+    empty = parser.add_mutually_exclusive_group()
+    empty.add_argument(
         "--empty-list-as-string",
+        dest="empty_list_as_string",
         action="store_true",
-        help='answer an empty list with "data": "Não há dados!" instead of [], as GestãoClick '
-        "has been seen to",
+        default=True,
+        help='answer an empty list with "data": "Não há dados!", as GestãoClick has been seen '
+        "to (the default)",
+    )
+    empty.add_argument(
+        "--empty-list-as-array",
+        dest="empty_list_as_string",
+        action="store_false",
+        help="answer an empty list with [] instead",
+    )
+    parser.add_argument(
+        "--loose-filters",
+        action="store_true",
+        help="list filters match every record containing the value, not only equal ones, as "
+        "list filters have been seen to",
+    )
+    parser.add_argument(
+        "--existing-vendas",
+        type=int,
+        default=0,
+        metavar="N",
+        help="start with N vendas of the account's own, numbered 1..N, of a cliente of its own "
+        "(default 0)",
     )
     parser.add_argument(
         "--seed",
@@ -133,6 +156,8 @@ def main(args: argparse.Namespace) -> int:
         retry_after=args.retry_after,
         empty_list_as_string=args.empty_list_as_string,
         seed=args.seed,
+        loose_filters=args.loose_filters,
+        existing_vendas=max(args.existing_vendas, 0),
     )
     crm = DevCrm(config, host=args.host, port=args.port)
     try:

@@ -32,7 +32,11 @@ class Faults:
     auth_fail: bool = False
     """Refuse every API request with 401, as if the tokens had been revoked."""
     empty_list_as_string: bool = False
-    """Answer an empty list with `"data": "Não há dados!"` instead of `[]`."""
+    """Answer an empty list with `"data": "Não há dados!"` instead of `[]` (the server starts
+    with it on, as GestãoClick answers)."""
+    loose_filters: bool = False
+    """List filters match every record whose field contains the value, not only equal ones,
+    as list filters have been seen to: a client must check the key of every candidate."""
 
     def in_outage(self, now: float) -> bool:
         if self.outage and self.outage_until is not None and now >= self.outage_until:
@@ -65,6 +69,7 @@ class FaultsUpdate(BaseModel):
     burst_429: int | None = Field(default=None, ge=0)
     auth_fail: bool | None = None
     empty_list_as_string: bool | None = None
+    loose_filters: bool | None = None
 
     def apply(self, faults: Faults, now: float) -> None:
         for name in _PLAIN_FIELDS:
@@ -86,4 +91,5 @@ _PLAIN_FIELDS = (
     "burst_429",
     "auth_fail",
     "empty_list_as_string",
+    "loose_filters",
 )

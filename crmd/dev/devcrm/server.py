@@ -37,7 +37,7 @@ from crmd.dev.devcrm.api import CREATED_ID, Api, json_response
 from crmd.dev.devcrm.faults import Faults, FaultsUpdate
 from crmd.dev.devcrm.ledger import LedgerEntry
 from crmd.dev.devcrm.limits import DEFAULT_LIMITS, Limit, SlidingWindows, check_limits
-from crmd.dev.devcrm.store import RESOURCES, Store
+from crmd.dev.devcrm.store import LOJAS, RESOURCES, SITUACOES, Store
 
 _BAD_GATEWAY_PAGE = "<html><body><h1>502 Bad Gateway</h1></body></html>"
 
@@ -55,15 +55,29 @@ class DevCrmConfig:
     drop_rate: float = 0.0
     retry_after: float | None = None
     """Seconds to put in a Retry-After header on 429s; None sends none (GestãoClick sends none)."""
-    empty_list_as_string: bool = False
+    empty_list_as_string: bool = True
+    """Answer an empty list with `"data": "Não há dados!"`, as GestãoClick does; False: `[]`."""
     seed: int | None = None
     """Seed for the random choices of error_rate and drop_rate, for repeatable runs."""
+    loose_filters: bool = False
+    """List filters match by substring (see `Faults.loose_filters`)."""
+    situacoes: tuple[tuple[str, str, str], ...] = SITUACOES
+    """The account's situações de venda: (id, nome, tipo_lancamento)."""
+    lojas: tuple[tuple[str, str], ...] = LOJAS
+    """The company's lojas: (id, nome), the matriz first."""
+    existing_vendas: int = 0
+    """Vendas the account already holds at start (and after a reset), numbered 1..N by it, of
+    a cliente of its own: what a lookup by `codigo` can wrongly find on a real account."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limits", check_limits(self.limits))
         self.initial_faults()  # validates the fault fields
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("retry_after must be >= 0 seconds")
+        if self.existing_vendas < 0:
+            raise ValueError("existing_vendas must be >= 0")
+        if not self.situacoes or not self.lojas:
+            raise ValueError("the account needs at least one situação and one loja")
 
     def initial_faults(self) -> Faults:
         faults = Faults()
@@ -72,6 +86,7 @@ class DevCrmConfig:
             error_rate=self.error_rate,
             drop_rate=self.drop_rate,
             empty_list_as_string=self.empty_list_as_string,
+            loose_filters=self.loose_filters,
         ).apply(faults, time.monotonic())
         return faults
 
@@ -93,7 +108,7 @@ class DevCrm:
         self.config = config or DevCrmConfig()
         self.host = host
         self.port = port
-        self.store = Store()
+        self.store = Store(self.config.situacoes, self.config.lojas, self.config.existing_vendas)
         self.faults = self.config.initial_faults()
         self._ledger: list[LedgerEntry] = []
         self._limiter = SlidingWindows(self.config.limits)
@@ -117,10 +132,11 @@ class DevCrm:
         return list(self._ledger)
 
     def records(self, resource: str) -> list[dict[str, Any]]:
-        """Every stored record of `resource` (clientes, produtos, vendas), as the API shows it."""
+        """Every stored record of `resource` (clientes, produtos, vendas) of every loja, as the
+        API shows it."""
         if resource not in RESOURCES:
             raise ValueError(f"unknown resource {resource!r}; expected one of {RESOURCES}")
-        return self.store.find(resource, {})
+        return self.store.all(resource)
 
     def set_faults(self, **changes: Any) -> Faults:
         """Change some faults (the fields of `FaultsUpdate`); pydantic.ValidationError if bad."""
@@ -128,7 +144,8 @@ class DevCrm:
         return self.faults
 
     def reset(self) -> None:
-        """Forget records, ledger and limit counters; faults go back to the configured ones."""
+        """Forget records (the account's own vendas come back), ledger and limit counters;
+        faults go back to the configured ones."""
         self.store.clear()
         self._ledger.clear()
         self._limiter.clear()
