@@ -93,6 +93,7 @@ class Outcome:
     retryable: bool = False  # FAILED only: whether another attempt may succeed
     delay: float = 0.0  # POSTPONED, RELEASED, DEFERRED: seconds before the item is due again
     waited: bool = False  # POSTPONED only: count it as one of the item's waits (bounded)
+    started: bool = True  # RELEASED only: whether a worker had started on it (spent an attempt)
     http_status: int | None = None
     requests: int = 0
     duration_ms: int | None = None
@@ -129,8 +130,11 @@ class Outcome:
         )
 
     @classmethod
-    def released(cls, reason: str | None = None, seconds: float = 0.0) -> Outcome:
-        return cls(OutcomeKind.RELEASED, reason or "", delay=seconds)
+    def released(
+        cls, reason: str | None = None, seconds: float = 0.0, *, started: bool = True
+    ) -> Outcome:
+        """Given back unsent; the attempt a started worker spent is given back too."""
+        return cls(OutcomeKind.RELEASED, reason or "", delay=seconds, started=started)
 
     @classmethod
     def deferred(cls, reason: str, seconds: float) -> Outcome:

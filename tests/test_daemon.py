@@ -628,9 +628,11 @@ async def test_kill_9_mid_batch_then_restart_syncs_everything_exactly_once(
     )
     creations = [e for e in crm.ledger if e.method == "POST" and e.status == 200]
     assert len(creations) == 30
-    # What the dead process held was taken again once its lease ran out: a second attempt.
+    # What the dead process held was taken again once its lease ran out: a second attempt for
+    # what it had started on, none spent for what only sat in its buffer.
     retaken = await conn.fetchval("SELECT count(*) FROM crm_sync_queue WHERE tentativas = 2")
-    assert retaken == left["processando"]
+    assert 1 <= retaken <= left["processando"]
+    assert await conn.fetchval("SELECT max(tentativas) FROM crm_sync_queue") == 2
     daemon.send(signal.SIGTERM)
     assert await daemon.exit_code() == 0
 

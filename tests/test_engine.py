@@ -39,6 +39,7 @@ def make_settings(db_dsn: str, server: DevCrm, **overrides: Any) -> Settings:
         "limits": [{"requests": 1000, "per_seconds": 1}],
         "concurrency": 4,
         "venda_situacao_id": SITUACAO,
+        "situacoes": {"concretizada": SITUACAO},
         **overrides.pop("crm", {}),
     }
     queue = {"retry_initial_delay_seconds": 0.1, "retry_jitter": 0, **overrides.pop("queue", {})}

@@ -431,10 +431,11 @@ async def test_lojas_lists_the_companys_lojas(gc: GestaoClick) -> None:
 
 def test_a_loja_with_an_account_of_its_own_keeps_working_beside_the_mapping() -> None:
     settings = Settings(
+        database={"dsn": "postgresql://crmd@localhost/erp"},
         crm={
             "lojas_crm": {1: "7201", 2: "7202"},
             "lojas": {3: {"base_url": "https://api.beteltecnologia.com", "lojas_crm": {3: "9"}}},
-        }
+        },
     )
 
     accounts = settings.crm.accounts()

@@ -30,7 +30,9 @@ async def enqueue(conn: asyncpg.Connection, item: NewItem) -> None:
 async def settle(
     conn: asyncpg.Connection, item: Item, outcome: Outcome, policy: RetryPolicy | None = None
 ) -> Settled:
-    """One outcome through the engine's one settle path."""
+    """One outcome through the engine's one settle path, after the worker started on the item
+    (which spends its attempt), as the engine does."""
+    await queue.start(conn, [item])
     [result] = await queue.settle(conn, [Entry(item, "default", outcome)], policy or RetryPolicy())
     return result
 
@@ -215,6 +217,7 @@ async def test_expired_lease_makes_item_claimable_and_stale_token_is_rejected(
 ) -> None:
     await enqueue(conn, NewItem(1, "clientes", 5))
     [old] = await queue.claim(conn, 10, 60)
+    await queue.start(conn, [old])  # a worker started on it, then died
     assert await queue.claim(conn, 10, 60) == []  # leased
     await expire_leases(conn)
     [new] = await queue.claim(conn, 10, 60)
@@ -352,6 +355,21 @@ def test_retry_delays_grow_by_the_multiplier_with_bounded_jitter() -> None:
     samples = [jittered.delay(3, rng) for _ in range(200)]
     assert all(7.2 <= s <= 8.8 for s in samples)
     assert len({round(s, 6) for s in samples}) > 100, "jitter must spread retries"
+
+
+async def test_an_attempt_is_spent_when_a_worker_starts_not_when_it_claims(
+    conn: asyncpg.Connection,
+) -> None:
+    """Items a killed process held only in its buffer spend nothing."""
+    await enqueue(conn, NewItem(1, "clientes", 1))
+    [buffered] = await queue.claim(conn, 1, 60)
+    assert buffered.tentativas == 1  # the attempt it is about to be
+    await expire_leases(conn)
+    [again] = await queue.claim(conn, 1, 60)
+    assert again.tentativas == 1
+    await queue.start(conn, [again])
+    await queue.start(conn, [buffered])  # a stale token: counts nothing
+    assert await conn.fetchval("SELECT tentativas FROM crm_sync_queue") == 1
 
 
 async def test_claim_uses_the_partial_index(conn: asyncpg.Connection) -> None:

@@ -364,8 +364,8 @@ async def test_an_item_that_kills_every_process_ends_failed_after_its_attempts(
 ) -> None:
     await add_loja(conn)
     await add_cliente(conn, 1, "Ana", "529.982.247-25")
-    for _ in range(3):  # three processes claimed it and died before any outcome
-        await queue.claim(conn, 10, 60)
+    for _ in range(3):  # three processes started on it and died before any outcome
+        await queue.start(conn, await queue.claim(conn, 10, 60))
         await conn.execute("UPDATE crm_sync_queue SET lease_ate = now() - interval '1 s'")
 
     await drain(settings_for(db_dsn, crm))
@@ -410,3 +410,16 @@ async def test_a_slow_answer_keeps_its_slot_until_it_comes_back() -> None:
     first_answer = min(answered[:2])
     assert granted[2] >= first_answer + 0.3 - 0.01  # a window after an answer, not a grant
     assert max_in_window(sorted(granted), 0.3) <= 2
+
+
+async def test_a_give_back_with_no_known_delay_is_written_not_refused(
+    conn: asyncpg.Connection,
+) -> None:
+    """A limiter waiting for a request in flight has no finite delay to give; the store puts the
+    item off by a bounded amount instead of failing the whole group's statement."""
+    await conn.execute("SELECT crm_enqueue(1, 'clientes', 1), crm_enqueue(1, 'clientes', 2)")
+    items = await queue.claim(conn, 10, 60)
+    outcomes = [Outcome.released("probe out", float("inf")), Outcome.released("nan", float("nan"))]
+    entries = [Entry(i, "default", o) for i, o in zip(items, outcomes, strict=True)]
+    assert await queue.settle(conn, entries, RetryPolicy()) == ["released", "released"]
+    assert await conn.fetchval("SELECT count(*) FROM crm_sync_queue WHERE estado = 'pendente'") == 2

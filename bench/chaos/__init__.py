@@ -1,11 +1,12 @@
 """The chaos suite (`make chaos`, `python -m bench chaos`): crmd under the faults production
 brings, each scenario ending in the invariants of `common.py`, and every output of every crmd
 process grepped for secrets at the end. Loopback only; the PostgreSQL restart happens on a server
-of its own. About 10 minutes; `--quick` (QUICK=1) about 3.
+of its own. About 10 minutes; `--quick` (QUICK=1) about 3. `CHAOS_ONLY=kill,storms` runs some.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -48,9 +49,12 @@ async def run(ctx: Context) -> Outcome:
         results.append(result)
         print(f"   {result.name}: {result.line}", file=sys.stderr, flush=True)
 
+    only = set(filter(None, os.environ.get("CHAOS_ONLY", "").split(",")))
     for name, scenario in SCENARIOS:
-        await one(name, lambda s=scenario: s(ctx.pg, crmd, ctx.quick))  # type: ignore[misc]
-    await one("postgres", lambda: database.postgres_restart(crmd, ctx.quick))
+        if not only or name in only:
+            await one(name, lambda s=scenario: s(ctx.pg, crmd, ctx.quick))  # type: ignore[misc]
+    if not only or "postgres" in only:
+        await one("postgres", lambda: database.postgres_restart(crmd, ctx.quick))
     leaked = crmd.leaked()
     results.append(
         Result(

@@ -56,7 +56,9 @@ def config_text(dsn: str, crm_url: str, **sections: dict[str, Any]) -> str:
             "secret_access_token": SECRET,
             "concurrency": 4,
             "limits": [{"requests": 20, "per_seconds": 1.0}],
+            "venda_situacao_id": "3151",  # the development CRM's "Concretizada"
         },
+        "crm.situacoes": {"concretizada": "3151", "cancelada": "3152"},
         "sync": {
             "dependency_wait_seconds": 0.2,
             "failure_pause_seconds": 1.0,
@@ -262,6 +264,7 @@ class Verdict:
             f"{self.stale_data} stale, {self.open_items} open, {self.failed} failed"
             f" ({len(self.unexpected_failures)} unexpected), {self.rejected_429} x 429"
             + (f", OVER LIMIT {self.over_limit}" if self.over_limit else "")
+            + (f"; e.g. {self.unexpected_failures[:2]}" if self.unexpected_failures else "")
         )
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import time
 from collections import defaultdict
 
@@ -304,9 +305,12 @@ class Engine:
             )
         account = work.account
         paused, delay = account.paused_for(), account.limiter.delay()
-        if paused > 0 or delay > self.settings.queue.lease_seconds / 2:
+        # (An infinite delay means "when a request out comes back": soon, so wait for it.)
+        if paused > 0 or (math.isfinite(delay) and delay > self.settings.queue.lease_seconds / 2):
             reason = account.limiter.pause_reason or "orçamento de requisições"
-            return Outcome.released(reason, max(paused, delay))
+            return Outcome.released(reason, max(paused, delay), started=False)
+        work.started = True
+        self._recorder.started(work.item)
         return await self._syncer.process(work)
 
     def _settled(self, entry: Entry, settled: Settled) -> None:
@@ -369,7 +373,7 @@ class Engine:
 def _given_back(work: Work) -> Outcome:
     """An interrupted item's outcome: the attempt is given back, and requests it already sent
     are logged (the daily budget is counted from the log)."""
-    outcome = Outcome.released()
+    outcome = Outcome.released(started=work.started)
     if work.count is not None:
         outcome.requests = work.count.sent
     return outcome

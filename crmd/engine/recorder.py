@@ -19,7 +19,7 @@ import asyncpg
 import structlog
 
 from crmd.aio import Backoff, wait_any
-from crmd.model import Entry, Outcome, RetryPolicy, Settled
+from crmd.model import Entry, Item, Outcome, RetryPolicy, Settled
 from crmd.store import queue
 from crmd.store.db import DB_ERRORS, refused
 
@@ -40,14 +40,23 @@ class Recorder:
         self._policy = policy
         self._settled = settled
         self._pending: list[Entry] = []
+        self._starting: list[Item] = []  # written before the outcomes gathered with them
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
 
+    def started(self, item: Item) -> None:
+        """A worker started on `item`: its attempt is spent (written ahead of its outcome)."""
+        self._starting.append(item)
+        self._kick()
+
     def submit(self, entry: Entry) -> None:
         self._pending.append(entry)
+        self._kick()
+
+    def _kick(self) -> None:
         self._idle.clear()
         self._wake.set()
         if self._task is None or self._task.done():
@@ -69,11 +78,30 @@ class Recorder:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
+            while self._starting or self._pending:
+                if self._starting:
+                    starting, self._starting = self._starting, []
+                    await self._write_starts(starting)
                 group = self._pending[:MAX_GROUP]
                 del self._pending[:MAX_GROUP]
-                await self._write(group)
+                if group:
+                    await self._write(group)
             self._idle.set()
+
+    async def _write_starts(self, items: list[Item]) -> None:
+        """Attempts spent; while the database is away they wait (with the outcomes behind
+        them), so an outcome never lands before its attempt was counted."""
+        backoff = Backoff()
+        while True:
+            try:
+                async with self._pool().acquire() as conn:
+                    await queue.start(conn, items)
+                return
+            except DB_ERRORS as exc:
+                if self._closing.is_set() or refused(exc):
+                    log.error("start_record_failed", count=len(items), error=str(exc))
+                    return
+                await wait_any(self._closing, within=backoff.next())
 
     async def _write(self, group: list[Entry]) -> None:
         backoff = Backoff()

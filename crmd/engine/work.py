@@ -24,6 +24,7 @@ class Work:
     unsure_key: str | None = None  # the natural key that create was about
     load_error: str | None = None  # the row could not be read: why, naming the column
     count: RequestCount | None = None  # the requests sent for it so far (set when sending)
+    started: bool = False  # a worker started sending it: its attempt is spent
 
     @property
     def waiting(self) -> bool:

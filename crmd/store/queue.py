@@ -73,6 +73,12 @@ async def claim(conn: asyncpg.Connection, limit: int, lease_seconds: float) -> l
     return items
 
 
+async def start(conn: asyncpg.Connection, items: Sequence[Item]) -> None:
+    """Workers started on these items: each spends the attempt its claim announced."""
+    if items:
+        await conn.execute(queries["start"], [i.id for i in items], [i.lease_token for i in items])
+
+
 def _transition(entry: Entry, policy: RetryPolicy) -> tuple[Settled, str, float, str | None]:
     """The item's next state (queue estado, delay, map change) for an outcome."""
     outcome = entry.outcome
@@ -84,7 +90,7 @@ def _transition(entry: Entry, policy: RetryPolicy) -> tuple[Settled, str, float,
     if kind is OutcomeKind.POSTPONED:
         return "postponed", "adiar" if outcome.waited else "devolver", outcome.delay, None
     if kind is OutcomeKind.RELEASED:
-        return "released", "devolver", outcome.delay, None
+        return "released", "devolver" if outcome.started else "soltar", outcome.delay, None
     if kind is OutcomeKind.DEFERRED:
         return "deferred", "adiar", outcome.delay, None
     delay = policy.retry_in(entry.item.tentativas, retryable=outcome.retryable)
@@ -103,6 +109,7 @@ async def settle(
     if not entries:
         return []
     plans = [_transition(e, policy) for e in entries]
+    plans = [(settled, estado, _finite(delay), mapa) for settled, estado, delay, mapa in plans]
     rows = []
     for e, (_, estado, delay, mapa) in zip(entries, plans, strict=True):
         i, o = e.item, e.outcome
@@ -138,6 +145,13 @@ async def settle(
 _SETTLED: dict[str, Settled] = {"stale": "stale", "twin": "failed"}
 # PostgreSQL text holds no NUL; a CRM's message may. And the log is no place for a megabyte.
 MAX_MESSAGE = 2000
+
+
+MAX_DELAY = 86_400.0  # no item is put off further than a day at a time
+
+
+def _finite(delay: float) -> float:
+    return delay if 0.0 <= delay <= MAX_DELAY else (0.0 if delay < 0 else MAX_DELAY)
 
 
 def _text(message: str) -> str:

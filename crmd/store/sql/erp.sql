@@ -18,8 +18,9 @@ SELECT p.id, p.loja_id, p.codigo_interno, p.nome, p.descricao, p.valor_custo, p.
  WHERE p.id = ANY($1::bigint[]) AND p.deleted_at IS NULL;
 
 -- name: load_vendas
--- Items come as one JSON array per venda, so a batch of vendas is still one query.
-SELECT v.id, v.loja_id, v.cliente_id, v.data, v.observacoes, v.valor_total,
+-- Items come as one JSON array per venda, so a batch of vendas is still one query. `situacao` is
+-- the ERP's own value, mapped to the account's id by [crm.situacoes].
+SELECT v.id, v.loja_id, v.cliente_id, v.data, v.situacao, v.observacoes, v.valor_total,
        COALESCE((SELECT json_agg(json_build_object('produto_id', i.produto_id,
                                                    'quantidade', i.quantidade,
                                                    'valor_venda', i.valor_venda) ORDER BY i.id)

@@ -89,14 +89,21 @@ WITH due AS (
 )
 UPDATE crm_sync_queue q
    SET estado = 'processando',
-       tentativas = q.tentativas + 1,
        lease_token = gen_random_uuid(),
        lease_ate = now() + make_interval(secs => $2),
        atualizado_em = now()
   FROM due
  WHERE q.id = due.id
-RETURNING q.id, q.loja_id, q.entidade, q.entidade_id, q.acao, q.prioridade, q.tentativas,
-          q.adiamentos, q.lease_token;
+RETURNING q.id, q.loja_id, q.entidade, q.entidade_id, q.acao, q.prioridade,
+          q.tentativas + 1 AS tentativas, q.adiamentos, q.lease_token;
+
+-- name: start
+-- Workers have started on these items (ids $1, lease tokens $2): each spends an attempt, so a
+-- process that dies while sending one has spent it, and one killed every time ends failed.
+UPDATE crm_sync_queue q
+   SET tentativas = q.tentativas + 1
+  FROM unnest($1::bigint[], $2::uuid[]) AS started (id, token)
+ WHERE q.id = started.id AND q.lease_token = started.token AND q.estado = 'processando';
 
 -- name: settle
 -- Outcomes of claimed items, any number in one statement (atomic, one round trip): an array of

@@ -20,8 +20,9 @@ CREATE TYPE crm_sync_outcome AS (
     requisicoes integer,
     duracao_ms  integer,
     -- 'concluido' or 'falhou'; 'pendente' (due again after delay, the attempt spent),
-    -- 'devolver' (due again, the attempt given back) or 'adiar' (given back to wait for a
-    -- dependency, counted in adiamentos so it cannot wait forever).
+    -- 'devolver' (due again, the attempt given back), 'soltar' (due again, no worker had started
+    -- on it, so no attempt to give back) or 'adiar' (given back to wait for a dependency,
+    -- counted in adiamentos so it cannot wait forever).
     estado      text,
     delay       float8
 );
@@ -67,9 +68,9 @@ BEGIN
                 o.status, o.http_status, o.mensagem, o.external_id, o.requisicoes,
                 o.duracao_ms);
     END IF;
-    IF o.estado IN ('pendente', 'devolver', 'adiar') THEN
+    IF o.estado IN ('pendente', 'devolver', 'soltar', 'adiar') THEN
         IF NOT crm_sync_requeue(o.id, o.token, o.delay, NULLIF(o.mensagem, ''),
-                                o.estado <> 'pendente', o.estado = 'adiar') THEN
+                                o.estado IN ('devolver', 'adiar'), o.estado = 'adiar') THEN
             RETURN 'stale';
         END IF;
         RETURN result;
