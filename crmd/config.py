@@ -126,7 +126,8 @@ class CrmAccountSettings(_Section):
     secret_access_token: SecretStr | None = None
     secret_access_token_file: str | None = None
     limits: tuple[RateLimit, ...] = DEFAULT_LIMITS
-    limit_margin_seconds: float = Field(0.05, ge=0, le=10)
+    limit_margin_seconds: float = Field(0.0, ge=0, le=10)
+    bulk_share: float = Field(0.5, gt=0, le=1)
     concurrency: int = Field(4, ge=1, le=256)
     venda_situacao_id: str = ""
     situacoes: dict[str, str] = Field(default_factory=dict)

@@ -148,3 +148,14 @@ class Entry:
     item: Item
     conta: str
     outcome: Outcome
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetGrant:
+    """The shared budget's answer to one request for a slot (see store/budget.py)."""
+
+    granted: bool
+    wait: float  # seconds until a grant may succeed (0 when granted)
+    paused_until: float | None = None  # epoch seconds: the account is paused for every instance
+    reason: str | None = None
+    db_ms: float = 0.0  # the grant's own time in the database

@@ -9,6 +9,7 @@ Three kinds of source, each read the cheapest way:
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
@@ -19,8 +20,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from crmd.crm import transport
 from crmd.crm.transport import RequestEvent
 from crmd.model import ENTITIES
+from crmd.ops.status import AccountReport, LimitReport, instance_reports, shared_accounts
 from crmd.service.view import DaemonView
-from crmd.store import reports, timers
+from crmd.store import instances, reports, timers
 from crmd.store.db import DB_ERRORS
 
 STATES = ("pendente", "processando", "falhou")
@@ -100,7 +102,13 @@ class Metrics:
             ["timer"],
             registry=r,
         )
-        r.register(_LiveCollector(source))
+        self.shared: list[AccountReport] | None = None  # the accounts as every instance sees them
+        self.instances_alive = Gauge(
+            "crmd_instances_alive",
+            "crmd instances on the database with a recent heartbeat",
+            registry=r,
+        )
+        r.register(_LiveCollector(source, self))
         self._installed = False
 
     # --- sources ----------------------------------------------------------------------------
@@ -131,10 +139,13 @@ class Metrics:
             async with asyncio.timeout(4), pool.acquire() as conn:
                 depth = await reports.queue_depth(conn)
                 runs = await timers.runs(conn)
+                self.shared = await shared_accounts(conn, self.source.accounts())
+                alive = instance_reports(await instances.listed(conn))
         except DB_ERRORS:
             self.database_up.set(0)
             return
         self.database_up.set(1)
+        self.instances_alive.set(sum(1 for i in alive if i.alive))
         self._set_depth(depth)
         self._set_runs(runs)
         try:
@@ -171,8 +182,9 @@ class Metrics:
 class _LiveCollector:
     """Metrics read from the daemon's memory at each scrape (no bookkeeping in between)."""
 
-    def __init__(self, source: DaemonView) -> None:
+    def __init__(self, source: DaemonView, metrics: Metrics) -> None:
         self.source = source
+        self.metrics = metrics
 
     def collect(self) -> Iterable[Metric]:
         yield from self._stats()
@@ -219,15 +231,37 @@ class _LiveCollector:
             "Seconds until the pause ends",
             labels=["account"],
         )
-        for name, account in sorted(self.source.accounts().items()):
-            limiter = account.limiter
-            for lim in limiter.limits:
+        shared = self.metrics.shared  # refreshed at each scrape, from the database
+        if shared is None:
+            shared = [
+                AccountReport(
+                    name=name,
+                    paused=account.paused_for() > 0,
+                    paused_until=None,
+                    reason=None,
+                    limits=[
+                        LimitReport(
+                            requests=lim.requests,
+                            per_seconds=lim.per_seconds,
+                            used=account.limiter.used(lim.per_seconds),
+                        )
+                        for lim in account.limiter.limits
+                    ],
+                )
+                for name, account in sorted(self.source.accounts().items())
+            ]
+        now = time.time()
+        for acct in shared:
+            for lim in acct.limits:
                 window = f"{lim.per_seconds:g}"
-                used.add_metric([name, window], limiter.used(lim.per_seconds))
-                limit.add_metric([name, window], lim.requests)
-            left = account.paused_for()
-            paused.add_metric([name], 1 if left > 0 else 0)
-            remaining.add_metric([name], left)
+                used.add_metric([acct.name, window], lim.used)
+                limit.add_metric([acct.name, window], lim.requests)
+            until = (
+                datetime.fromisoformat(acct.paused_until).timestamp() if acct.paused_until else now
+            )
+            left = max(until - now, 0.0)
+            paused.add_metric([acct.name], 1 if acct.paused and left > 0 else 0)
+            remaining.add_metric([acct.name], left)
         return [used, limit, paused, remaining]
 
     def _reloads(self) -> Iterable[Metric]:

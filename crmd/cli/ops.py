@@ -248,6 +248,14 @@ def render_status(status: StatusReport, listen: str) -> str:
     )
     lines.append(f"Última hora: {hour.succeeded} enviados com sucesso ({hour.attempts} tentativas)")
     lines.extend(_render_accounts(status.accounts, listen))
+    if status.instances:
+        lines.append("Instâncias:")
+        for i in status.instances:
+            state = "ativa" if i.alive else "SEM SINAL"
+            lines.append(
+                f"  {i.host} pid {i.pid} (crmd {i.version}, desde {i.started_at[:19]}): {state},"
+                f" visto em {i.seen_at[:19]}"
+            )
     if status.uncertain_creates:
         lines.append("Criações incertas (confira no CRM; depois crmd retry):")
         for u in status.uncertain_creates:

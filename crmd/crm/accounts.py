@@ -15,7 +15,7 @@ import structlog
 
 from crmd.config import CrmAccountSettings, Settings
 from crmd.crm import providers
-from crmd.crm.limiter import RateLimiter
+from crmd.crm.limiter import RateLimiter, SharedBudget
 from crmd.crm.providers.base import Provider
 
 log = structlog.get_logger("crmd.accounts")
@@ -80,11 +80,18 @@ class Account:
         self.consecutive_pauses = 0
 
 
-def build_accounts(settings: Settings) -> dict[str, Account]:
-    """Every configured account, ready to send; raises ValueError naming an unusable one."""
+def build_accounts(settings: Settings, budget: SharedBudget | None = None) -> dict[str, Account]:
+    """Every configured account, ready to send; raises ValueError naming an unusable one. With
+    `budget`, each account's windows are those every instance on the database shares."""
     accounts = {}
     for name, acct in settings.crm.accounts().items():
-        limiter = RateLimiter(acct.limits, margin=acct.limit_margin_seconds)
+        limiter = RateLimiter(
+            acct.limits,
+            margin=acct.limit_margin_seconds,
+            budget=budget,
+            account=name,
+            hold=acct.timeout_seconds + acct.connect_timeout_seconds,
+        )
         accounts[name] = Account(
             name=name,
             settings=acct,

@@ -36,13 +36,32 @@ import asyncio
 import bisect
 import math
 import time
+import uuid
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from crmd.config import RateLimit
+from crmd.model import BudgetGrant
 
 LimitSpec = RateLimit | tuple[int, float]
+# With a shared budget the windows longer than this live only in the database: this process keeps
+# no history for them (a daily window would cost a float per request).
+LOCAL_HORIZON = 60.0
+# The longest a waiter sleeps before asking the shared budget again: another instance's request
+# may come back (and free its slot) before the time the budget could foresee.
+SHARED_POLL = 0.1
+
+
+class SharedBudget(Protocol):
+    """The account's windows as every instance sees them (crmd.store.budget.PgBudget)."""
+
+    async def grant(self, conta: str, token: uuid.UUID, bulk: bool, hold: float) -> BudgetGrant: ...
+
+    def release(self, token: uuid.UUID) -> None: ...
+
+    def pause(self, conta: str, seconds: float, reason: str) -> None: ...
 
 
 class RateLimiter:
@@ -55,8 +74,15 @@ class RateLimiter:
         margin: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        budget: SharedBudget | None = None,
+        account: str = "",
+        hold: float = 60.0,
     ) -> None:
+        self._budget = budget
+        self._account = account
+        self._hold = hold  # the longest a request can be out (its timeout)
         self._limits = _normalise(limits)
+        self._local = self._kept_here(self._limits)
         self._margin = _check_margin(margin)
         self._clock = clock
         self._wall_clock = wall_clock
@@ -80,15 +106,18 @@ class RateLimiter:
     # -- granting ---------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def slot(self) -> AsyncIterator[float]:
+    async def slot(self, *, bulk: bool = False) -> AsyncIterator[float]:
         """Wait for room in every window, then hold it while the request is out; yields the
         seconds waited.
 
         The request counts against every window from the grant until this block ends (the
         answer came back, or the request failed): until then it may still arrive at the CRM at
-        any moment, so no window may count it as gone. Cancelling a waiter takes nothing.
+        any moment, so no window may count it as gone. Cancelling a waiter takes nothing. With a
+        shared budget the grant is also the database's, for every instance; `bulk` work (the
+        full sync) may then use only its share of each window.
         """
-        waited = await self._wait_for_room()
+        token = uuid.uuid4()
+        waited = await self._wait_for_room(token, bulk)
         if self._probing:
             if self._probe_pauses == self._pauses:  # the probe came back and nothing paused us
                 self._probing = False
@@ -100,6 +129,8 @@ class RateLimiter:
         finally:
             self._in_flight -= 1
             self._record(self._clock())
+            if self._budget is not None:
+                self._budget.release(token)
             self._wake()
 
     async def acquire(self) -> float:
@@ -107,7 +138,7 @@ class RateLimiter:
         async with self.slot() as waited:
             return waited
 
-    async def _wait_for_room(self) -> float:
+    async def _wait_for_room(self, token: uuid.UUID | None = None, bulk: bool = False) -> float:
         start = self._clock()
         self._waiting += 1
         try:
@@ -116,11 +147,35 @@ class RateLimiter:
                     now = self._clock()
                     delay = self._delay_at(now)
                     if delay <= 0:
-                        break
+                        if self._budget is None or token is None:
+                            break
+                        answer = await self._budget.grant(self._account, token, bulk, self._hold)
+                        if answer.granted:
+                            now = self._clock()
+                            break
+                        self._shared_pause(answer)
+                        delay = min(max(answer.wait, 0.001), SHARED_POLL)
                     await self._sleep(delay)
         finally:
             self._waiting -= 1
         return max(0.0, now - start)
+
+    @property
+    def holding_back(self) -> bool:
+        """Whether the head of the queue sleeps for room now: whoever waits here waits for the
+        rate limit (or a pause), not for a moment's bookkeeping."""
+        return self._wakeup is not None
+
+    def _shared_pause(self, answer: BudgetGrant) -> None:
+        """Another instance paused the account: pause here too (without telling it back)."""
+        if answer.paused_until is None:
+            return
+        until = answer.paused_until - self._wall_clock() + self._clock()
+        if until > self._paused_until:
+            self._paused_until = until
+            self._pause_reason = answer.reason
+            self._pauses += 1
+            self._probing = True
 
     def try_acquire(self) -> bool:
         """Take a slot for an instant request only if one is free now and nobody is queued
@@ -146,7 +201,7 @@ class RateLimiter:
         if self._probing and self._in_flight and now >= ready:
             return math.inf  # the probe after a pause is out: wait for its answer
         history = self._history
-        for limit in self._limits:
+        for limit in self._local:
             room = limit.requests - self._in_flight  # what finished requests may still hold
             if room <= 0:
                 return math.inf  # every slot is out: the next answer frees one
@@ -183,7 +238,14 @@ class RateLimiter:
             _resolve(self._wakeup)
 
     def _longest_window(self) -> float:
-        return max(limit.per_seconds for limit in self._limits) + self._margin
+        return max((limit.per_seconds for limit in self._local), default=0.0) + self._margin
+
+    def _kept_here(self, limits: tuple[RateLimit, ...]) -> tuple[RateLimit, ...]:
+        """The windows this process keeps a history for: all, or with a shared budget the short
+        ones (the database holds every window; these spare it the requests it would refuse)."""
+        if self._budget is None:
+            return limits
+        return tuple(lim for lim in limits if lim.per_seconds <= LOCAL_HORIZON)
 
     # -- restart, pause, reload -------------------------------------------------------------------
 
@@ -213,6 +275,8 @@ class RateLimiter:
         if until > self._paused_until:
             self._paused_until = until
             self._pause_reason = reason
+        if self._budget is not None:
+            self._budget.pause(self._account, seconds, reason)
 
     def resume(self) -> None:
         """End a pause now (no probe first)."""
@@ -230,6 +294,7 @@ class RateLimiter:
         new_limits = _normalise(limits)
         new_margin = self._margin if margin is None else _check_margin(margin)
         self._limits, self._margin = new_limits, new_margin
+        self._local = self._kept_here(new_limits)
         self._wake()
 
     # -- introspection ----------------------------------------------------------------------------

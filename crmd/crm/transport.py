@@ -52,7 +52,8 @@ class RequestCount:
 
     sent: int = 0
     statuses: list[int] = field(default_factory=list)
-    queued: int = 0  # requests waiting for the rate limiter (at shutdown: given back at once)
+    queued: int = 0  # requests in the rate limiter's queue, not yet granted
+    bulk: bool = False  # bulk work (the full sync): only its share of the shared budget
 
 
 _current: ContextVar[RequestCount | None] = ContextVar("crmd_request_count", default=None)
@@ -118,7 +119,7 @@ class Transport:
         count.queued += 1
         granted = False
         try:
-            async with self.limiter.slot() as waited:
+            async with self.limiter.slot(bulk=count.bulk) as waited:
                 granted = True
                 count.queued -= 1
                 count.sent += 1

@@ -33,6 +33,10 @@ from crmd.store import erp, mapping, queue
 
 log = structlog.get_logger("crmd.engine")
 
+# Items at this priority or below are bulk work (the weekly full sync enqueues at 1): they may use
+# only `[crm] bulk_share` of each window, so live traffic is never starved by them.
+BULK_PRIORITY = 1
+
 
 def payload_hash(payload: Mapping[str, Any]) -> str:
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
@@ -50,6 +54,7 @@ class Syncer:
     async def process(self, work: Work) -> Outcome:
         """The item's outcome, with the requests it sent and how long it took."""
         count = work.count = counting()
+        count.bulk = work.item.prioridade <= BULK_PRIORITY
         start = time.perf_counter()
         try:
             outcome = await self._send(work)

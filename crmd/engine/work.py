@@ -28,9 +28,11 @@ class Work:
 
     @property
     def waiting(self) -> bool:
-        """Whether it waits to send (for its account's turn or the rate limiter), with no
-        request out: what a shutdown gives back at once."""
-        return self.count is None or self.count.queued > 0
+        """Whether it waits to send (for its account's turn, or for the rate limit or a pause),
+        with no request out: what a shutdown gives back at once."""
+        if self.count is None:
+            return True
+        return self.count.queued > 0 and self.account.limiter.holding_back
 
 
 @dataclass

@@ -21,9 +21,11 @@ from crmd.crm.accounts import Account
 from crmd.engine.work import Stats
 from crmd.model import ENTITIES
 from crmd.ops.schedule import TimerInfo
-from crmd.store import mapping, reports
+from crmd.store import budget, instances, mapping, reports
 
 RECENT_ERRORS = 10
+# An instance whose heartbeat (every 5 s) is older than this is shown as gone.
+ALIVE_SECONDS = 15.0
 STATES = ("pendente", "processando", "falhou")
 
 
@@ -95,6 +97,18 @@ class TimerReport(BaseModel):
     next_run: str
 
 
+class InstanceReport(BaseModel):
+    """One crmd process on the database; `alive`: its heartbeat is recent."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: str
+    seen_at: str
+    alive: bool
+
+
 class ReloadsReport(BaseModel):
     count: int
     last_ok: bool | None
@@ -135,6 +149,7 @@ class StatusReport(BaseModel):
     # Known only where the daemon runs (None: not known here, not "none paused").
     accounts: list[AccountReport] | None = None
     timers: list[TimerReport] | None = None
+    instances: list[InstanceReport] = []
     daemon: DaemonReport | None = None
     query_seconds: float = 0.0
 
@@ -194,36 +209,73 @@ async def report(
             )
             for r in uncertain
         ],
-        accounts=None if accounts is None else account_reports(accounts),
+        accounts=await shared_accounts(conn, accounts),
+        instances=instance_reports(await instances.listed(conn)),
         timers=None if timers is None else [_timer(t) for t in timers],
         daemon=daemon,
         query_seconds=round(time.perf_counter() - started, 4),
     )
 
 
-def account_reports(accounts: Mapping[str, Account]) -> list[AccountReport]:
-    """Each CRM account's pause, its reason, and each limit's use right now."""
+async def shared_accounts(
+    conn: asyncpg.Connection, accounts: Mapping[str, Account] | None
+) -> list[AccountReport] | None:
+    """Each CRM account's pause, its reason and each window's use right now, as every instance
+    sees them (the shared budget in the database), merged with what this process knows of its
+    own accounts (a pause it has not written yet). None when neither knows any account."""
+    windows: dict[str, list[LimitReport]] = {}
+    for r in await budget.usage(conn):
+        windows.setdefault(r["conta"], []).append(
+            LimitReport(requests=r["requests"], per_seconds=r["per_seconds"], used=r["used"])
+        )
+    pauses = {r["conta"]: (r["pausada_ate"], r["motivo"]) for r in await budget.paused(conn)}
+    names = set(windows) | set(pauses) | set(accounts or ())
+    if not names:
+        return None if accounts is None else []
     result = []
-    for name, account in sorted(accounts.items()):
-        limiter = account.limiter
-        until = limiter.paused_until
-        result.append(
-            AccountReport(
-                name=name,
-                paused=until is not None,
-                paused_until=None if until is None else _iso(datetime.fromtimestamp(until, UTC)),
-                reason=limiter.pause_reason,
-                limits=[
+    for name in sorted(names):
+        until, reason = pauses.get(name, (None, None))
+        local = (accounts or {}).get(name)
+        limits = windows.get(name, [])
+        if local is not None:
+            limiter = local.limiter
+            mine = limiter.paused_until
+            if mine is not None and (until is None or mine > until.timestamp()):
+                until, reason = datetime.fromtimestamp(mine, UTC), limiter.pause_reason
+            if not limits:
+                limits = [
                     LimitReport(
                         requests=lim.requests,
                         per_seconds=lim.per_seconds,
                         used=limiter.used(lim.per_seconds),
                     )
                     for lim in limiter.limits
-                ],
+                ]
+        result.append(
+            AccountReport(
+                name=name,
+                paused=until is not None,
+                paused_until=_iso(until),
+                reason=reason,
+                limits=limits,
             )
         )
     return result
+
+
+def instance_reports(rows: Sequence[asyncpg.Record]) -> list[InstanceReport]:
+    return [
+        InstanceReport(
+            id=str(r["id"]),
+            host=r["host"],
+            pid=r["pid"],
+            version=r["versao"],
+            started_at=r["iniciado_em"].isoformat(),
+            seen_at=r["visto_em"].isoformat(),
+            alive=r["silent_seconds"] < ALIVE_SECONDS,
+        )
+        for r in rows
+    ]
 
 
 def daemon_report(

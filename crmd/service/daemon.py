@@ -29,13 +29,20 @@ from crmd.ops import cleanup as cleanup_op
 from crmd.ops import enqueue
 from crmd.ops.schedule import crons
 from crmd.service import logs
+from crmd.service.instances import Instance
 from crmd.service.listener import Listener
 from crmd.service.notify import Notifier
-from crmd.service.startup import open_pool, preload_budgets
+from crmd.service.startup import (
+    configure_budget,
+    open_pool,
+    preload_budgets,
+    shared_accounts,
+)
 from crmd.service.tasks import Supervisor
 from crmd.service.timers import Action, Timers
 from crmd.service.view import DaemonView, ReloadInfo, Surface, SurfaceStarter, no_timers
 from crmd.store import db, migrate, reports
+from crmd.store.budget import PgBudget
 
 log = structlog.get_logger("crmd.daemon")
 
@@ -86,6 +93,7 @@ class Daemon:
         self.engine: Engine | None = None
         self.timers: Timers | None = None
         self.listener: Listener | None = None
+        self.budget = PgBudget(lambda: self._pool_now())
         self.tasks = Supervisor(self.stop)
         self._summary = Summary()
         self._background: set[asyncio.Task[None]] = set()
@@ -112,9 +120,11 @@ class Daemon:
         if self.pool is None:  # stopped while waiting for the database
             self.notifier.stopping()
             return os.EX_OK
-        accounts = build_accounts(self.settings)
+        accounts = await shared_accounts(self.settings, self.budget)
         await preload_budgets(self.pool, accounts)
         self.engine = Engine(self.settings, self.pool, accounts)
+        self.instance = Instance(self._pool_now)
+        await self.instance.register()
         self.listener = Listener(self.settings.database, self.wake)
         self.timers = Timers(self.pool, self.settings.schedule.timezone)
         self.timers.configure(self.settings.schedule.timezone, self._action_factory(self))
@@ -127,12 +137,17 @@ class Daemon:
         self.tasks.start("engine", lambda: engine.run(self.stop, self.wake))
         self.tasks.start("timers", lambda: timers.run(self.stop))
         self.tasks.start("summary", self._report)
+        self.tasks.start("heartbeat", self.instance.beat)
         if self.notifier.watchdog_interval() is not None:
             self.tasks.start("watchdog", self._watchdog)
         self.notifier.ready(self.status_line())
         log.info("started", accounts=sorted(accounts), batch_size=self.settings.queue.batch_size)
         await self.stop.wait()
         return await self._shutdown()
+
+    def _pool_now(self) -> asyncpg.Pool:
+        assert self.pool is not None
+        return self.pool
 
     def _waiting_for_database(self, why: str) -> None:
         self.notifier.status(f"waiting for the database: {why}")
@@ -182,6 +197,8 @@ class Daemon:
         for surface in self._running:
             await surface.stop()
         await close_accounts(self.engine.accounts)
+        await self.instance.unregister()
+        await self.budget.close()
         await self.pool.close()
         log.info("stopped", **self._totals())
         return os.EX_OK
@@ -233,8 +250,10 @@ class Daemon:
         new, _ = load_settings(self.config_path)
         if problems := new.problems_for_run():
             raise ConfigError(problems)
-        accounts = build_accounts(new)  # validates credentials before anything changes
+        # Built on the daemon's budget, which follows its pool (the new one once applied).
+        accounts = build_accounts(new, self.budget)  # credentials checked before any change
         if new.database.model_dump() == self.settings.database.model_dump():
+            await configure_budget(self.budget, accounts)
             return new, accounts, None
         wait = new.database.connect_timeout_seconds + 5.0
         try:
@@ -247,6 +266,11 @@ class Daemon:
             await close_accounts(accounts)
             raise
         assert pool is not None
+        try:
+            await configure_budget(PgBudget(lambda: pool), accounts)
+        except BaseException:
+            await pool.close()
+            raise
         return new, accounts, pool
 
     def _apply(self, new: Settings, fresh: dict[str, Account], pool: asyncpg.Pool | None) -> None:

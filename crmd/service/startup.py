@@ -19,6 +19,7 @@ from crmd.crm.accounts import Account, build_accounts, close_accounts
 from crmd.engine.loop import Engine
 from crmd.engine.work import Stats
 from crmd.store import db, migrate, reports
+from crmd.store.budget import PgBudget
 
 log = structlog.get_logger("crmd.startup")
 
@@ -57,6 +58,23 @@ async def open_pool(
     return pool
 
 
+async def shared_accounts(settings: Settings, budget: PgBudget) -> dict[str, Account]:
+    """The accounts, their windows those of the budget every instance shares (configured in the
+    database from `settings`); ValueError naming an unusable account."""
+    accounts = build_accounts(settings, budget)
+    await configure_budget(budget, accounts)
+    return accounts
+
+
+async def configure_budget(budget: PgBudget, accounts: Mapping[str, Account]) -> None:
+    """Make the accounts' windows in the database what their settings say."""
+    for account in accounts.values():
+        acct = account.settings
+        await budget.configure(
+            account.name, acct.limits, acct.limit_margin_seconds, acct.bulk_share
+        )
+
+
 async def preload_budgets(pool: asyncpg.Pool, accounts: Mapping[str, Account]) -> None:
     """Seed each limiter with the requests the log says were sent within its longest window, so
     a restart cannot spend the daily budget twice."""
@@ -69,17 +87,19 @@ async def preload_budgets(pool: asyncpg.Pool, accounts: Mapping[str, Account]) -
 @asynccontextmanager
 async def engine_for(settings: Settings) -> AsyncIterator[Engine]:
     """An engine on a fresh pool and accounts, closed on exit (for `crmd run --once`)."""
-    accounts = build_accounts(settings)
+    build_accounts(settings)  # an unusable account is refused before anything connects
+    pool = await open_pool(settings.database)
+    assert pool is not None
+    budget = PgBudget(lambda: pool)
+    accounts: dict[str, Account] = {}
     try:
-        pool = await open_pool(settings.database)
-        assert pool is not None
-        try:
-            await preload_budgets(pool, accounts)
-            yield Engine(settings, pool, accounts)
-        finally:
-            await pool.close()
+        accounts = await shared_accounts(settings, budget)
+        await preload_budgets(pool, accounts)
+        yield Engine(settings, pool, accounts)
     finally:
         await close_accounts(accounts)
+        await budget.close()
+        await pool.close()
 
 
 async def run_once(settings: Settings) -> Stats:

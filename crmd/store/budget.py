@@ -1,0 +1,134 @@
+"""The request budget of each CRM account, shared by every instance through PostgreSQL.
+
+A grant is one call of `crm_budget_grant` (migrations/core/0008): a slot of every window of the
+account, by the database's clock, or how long to wait. Answers (releases) and pauses are written
+in groups by one writer task: a release written a few milliseconds late only holds a slot that
+much longer, which errs on the safe side. A database that cannot be reached refuses grants for a
+moment (the requests wait) rather than letting any go unbudgeted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+
+import asyncpg
+import structlog
+
+from crmd.config import RateLimit
+from crmd.model import BudgetGrant
+from crmd.store.db import DB_ERRORS
+from crmd.store.sql import queries
+
+log = structlog.get_logger("crmd.budget")
+
+UNAVAILABLE_WAIT = 1.0  # seconds a request waits when the database cannot grant
+
+
+class PgBudget:
+    def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
+        self._pool = pool
+        self._releases: list[uuid.UUID] = []
+        self._pauses: dict[str, tuple[float, str]] = {}
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    async def configure(
+        self, conta: str, limits: Sequence[RateLimit], margin: float, bulk_share: float
+    ) -> None:
+        async with self._pool().acquire() as conn:
+            await conn.execute(
+                queries["budget_configure"],
+                conta,
+                [lim.requests for lim in limits],
+                [lim.per_seconds for lim in limits],
+                margin,
+                bulk_share,
+            )
+
+    async def grant(self, conta: str, token: uuid.UUID, bulk: bool, hold: float) -> BudgetGrant:
+        try:
+            async with self._pool().acquire() as conn:
+                row = await conn.fetchrow(queries["budget_grant"], conta, token, bulk, hold)
+        except DB_ERRORS as exc:
+            if not self._failing:
+                log.error("budget_unavailable", conta=conta, error=str(exc) or type(exc).__name__)
+            self._failing = True
+            return BudgetGrant(False, UNAVAILABLE_WAIT)
+        self._failing = False
+        until = row["pausada_ate"]
+        return BudgetGrant(
+            bool(row["granted"]),
+            max(float(row["wait"] or 0.0), 0.0),
+            None if until is None else until.timestamp(),
+            row["motivo"],
+            float(row["db_ms"] or 0.0),
+        )
+
+    def release(self, token: uuid.UUID) -> None:
+        """The request is answered: its slots hold for a window's length from now (queued)."""
+        self._releases.append(token)
+        self._kick()
+
+    def pause(self, conta: str, seconds: float, reason: str) -> None:
+        """Pause the account for every instance (queued; the longest pause wins)."""
+        known = self._pauses.get(conta)
+        if known is None or known[0] < seconds:
+            self._pauses[conta] = (seconds, reason)
+        self._kick()
+
+    def _kick(self) -> None:
+        self._wake.set()
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._write(), name="budget-writer")
+
+    async def _write(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if not await self._write_once():
+                await asyncio.sleep(UNAVAILABLE_WAIT)  # a database away: try again shortly
+                self._wake.set()
+
+    async def _write_once(self) -> bool:
+        """Write the pauses and answers queued so far; False (and kept) if the database fails."""
+        releases, self._releases = self._releases, []
+        pauses, self._pauses = self._pauses, {}
+        if not releases and not pauses:
+            return True
+        try:
+            async with self._pool().acquire() as conn:
+                for conta, (seconds, reason) in pauses.items():
+                    await conn.execute(queries["budget_pause"], conta, seconds, reason)
+                if releases:
+                    await conn.execute(queries["budget_release"], releases)
+        except DB_ERRORS as exc:
+            log.warning("budget_write_failed", error=str(exc) or type(exc).__name__)
+            # Unwritten answers keep their slots until the requests' timeout: safe.
+            self._releases[:0] = releases
+            for conta, pause in pauses.items():
+                self._pauses.setdefault(conta, pause)
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Stop the writer, then write what is queued (one try)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        await self._write_once()
+
+
+async def usage(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """(conta, janela, requests, per_seconds, used) of every account's windows."""
+    rows: list[asyncpg.Record] = await conn.fetch(queries["budget_usage_all"])
+    return rows
+
+
+async def paused(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """(conta, pausada_ate, motivo) of the accounts paused now."""
+    rows: list[asyncpg.Record] = await conn.fetch(queries["budget_paused"])
+    return rows
