@@ -22,7 +22,7 @@ from bench import pg, report
 from bench.scenario import Context, Outcome
 
 # In the order they run; each is the module bench.<name> with `async def run(ctx) -> Outcome`.
-SCENARIOS = ("rate", "throughput", "latency", "depth", "memory")
+SCENARIOS = ("rate", "throughput", "latency", "depth", "memory", "scale")
 EXTRAS = ("profile", "chaos")  # run only when asked for by name
 
 
@@ -32,7 +32,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
         "scenarios",
         nargs="*",
         metavar="SCENARIO",
-        help=f"{', '.join(SCENARIOS)} (default: all five), profile, or chaos (the chaos suite)",
+        help=f"{', '.join(SCENARIOS)} (default: all six), profile, or chaos (the chaos suite)",
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs")
     parser.add_argument("--out", type=Path, default=report.RESULTS, help="JSON results file")

@@ -66,7 +66,7 @@ async def test_an_answered_request_frees_its_slot_a_window_after_its_answer(
     token = uuid.uuid4()
     assert (await budget.grant("a", token, False, 30.0)).granted
     held = await budget.grant("a", uuid.uuid4(), False, 30.0)
-    assert not held.granted and held.wait > 29  # out: held until its timeout
+    assert not held.granted and held.wait > 29  # out: held for its hold (30 s here)
     budget.release(token)
     await budget.close()
     freed = await budget.grant("a", uuid.uuid4(), False, 30.0)

@@ -15,7 +15,7 @@ import structlog
 
 from crmd.config import CrmAccountSettings, Settings
 from crmd.crm import providers
-from crmd.crm.limiter import RateLimiter, SharedBudget
+from crmd.crm.limiter import SHARED_HOLD, RateLimiter, SharedBudget
 from crmd.crm.providers.base import Provider
 
 log = structlog.get_logger("crmd.accounts")
@@ -90,7 +90,7 @@ def build_accounts(settings: Settings, budget: SharedBudget | None = None) -> di
             margin=acct.limit_margin_seconds,
             budget=budget,
             account=name,
-            hold=acct.timeout_seconds + acct.connect_timeout_seconds,
+            hold=min(acct.timeout_seconds, SHARED_HOLD),
         )
         accounts[name] = Account(
             name=name,

@@ -52,6 +52,9 @@ LOCAL_HORIZON = 60.0
 # The longest a waiter sleeps before asking the shared budget again: another instance's request
 # may come back (and free its slot) before the time the budget could foresee.
 SHARED_POLL = 0.1
+# How long a request's slots in the shared budget are held without renewal (the budget renews
+# them while the request is out): a process that dies frees them this soon.
+SHARED_HOLD = 3.0
 
 
 class SharedBudget(Protocol):

@@ -32,6 +32,8 @@ from crmd.store.db import DB_ERRORS, refused
 
 log = structlog.get_logger("crmd.engine")
 
+Queued = tuple[int, int, int, Work]  # (-priority, queue id, arrival, work)
+
 
 class Engine:
     def __init__(
@@ -41,14 +43,17 @@ class Engine:
         self.pool = pool
         self.accounts = accounts
         self.stats = Stats()
-        # Claimed and loaded, in sending order; the counter breaks ties so a Work is never compared.
-        self._buffer: asyncio.PriorityQueue[tuple[int, int, int, Work]] = asyncio.PriorityQueue()
+        # Claimed and loaded, per account, in sending order (the counter breaks ties so a Work is
+        # never compared). Each account has workers of its own, as many as its concurrency: an
+        # account that must wait for its budget never holds up another's items, and one with
+        # nothing to send costs nothing.
+        self._buffers: dict[str, asyncio.PriorityQueue[Queued]] = {}
         self._order = itertools.count()
         self._held: dict[int, Work] = {}  # every item this engine holds a lease on, by queue id
         self._busy: dict[int, tuple[Work, asyncio.Task[None]]] = {}  # being sent now
         self._idle = asyncio.Event()  # set whenever nothing is being sent
         self._idle.set()
-        self._workers: list[asyncio.Task[None]] = []
+        self._workers: dict[str, list[asyncio.Task[None]]] = {}
         self._heart: asyncio.Task[None] | None = None
         self._syncer = Syncer(lambda: self.pool, lambda: self.settings)
         self._recorder = Recorder(
@@ -75,7 +80,8 @@ class Engine:
         try:
             while True:
                 claimed = await self._claim()
-                await self._buffer.join()
+                for buffer in list(self._buffers.values()):
+                    await buffer.join()
                 await self._recorder.drain()
                 if claimed:
                     continue
@@ -100,7 +106,7 @@ class Engine:
             wake.clear()
             try:
                 low_water = max(self.settings.queue.batch_size // 2, 1)
-                if self._buffer.qsize() < low_water and await self._claim():
+                if self._buffered() < low_water and await self._claim():
                     self._database_back(backoff)
                     continue
                 wait = await self._idle_wait()
@@ -126,20 +132,29 @@ class Engine:
         """How long to sleep when nothing was claimed: until the next retry, at most a poll (and
         never long, so the watchdog sees the loop turn)."""
         poll = min(self.settings.queue.poll_interval_seconds, 5.0)
-        if self._buffer.qsize():
+        if self._buffered():
             return 0.05  # workers are busy; look again soon so they never run dry
         async with self.pool.acquire() as conn:
             due_in = await queue.next_due_in(conn)
         return poll if due_in is None else min(max(due_in, 0.01), poll)
 
     def _resize(self) -> None:
-        """One worker per unit of concurrency over all accounts (more after a reload)."""
-        self._workers = [w for w in self._workers if not w.done()]
-        wanted = sum(a.settings.concurrency for a in self.accounts.values())
-        for _ in range(wanted - len(self._workers)):
-            self._workers.append(asyncio.create_task(self._worker()))
+        """Workers for every account, as many as its concurrency (more after a reload)."""
+        for name, account in self.accounts.items():
+            workers = [w for w in self._workers.get(name, []) if not w.done()]
+            for _ in range(account.settings.concurrency - len(workers)):
+                workers.append(asyncio.create_task(self._worker(name)))
+            self._workers[name] = workers
         if self._heart is None or self._heart.done():
             self._heart = asyncio.create_task(self._keep_leases(), name="leases")
+
+    def _buffer(self, name: str) -> asyncio.PriorityQueue[Queued]:
+        if name not in self._buffers:
+            self._buffers[name] = asyncio.PriorityQueue()
+        return self._buffers[name]
+
+    def _buffered(self) -> int:
+        return sum(b.qsize() for b in self._buffers.values())
 
     @property
     def in_flight(self) -> int:
@@ -151,9 +166,10 @@ class Engine:
         them and give their items back too (another instance may take them at once; a create's
         marker makes the next attempt look the record up first)."""
         unsent = []
-        while not self._buffer.empty():
-            unsent.append(self._buffer.get_nowait()[3])
-            self._buffer.task_done()
+        for buffer in self._buffers.values():
+            while not buffer.empty():
+                unsent.append(buffer.get_nowait()[3])
+                buffer.task_done()
         await self._give_back(unsent)
         deadline = time.monotonic() + grace_seconds
         interrupted: list[Work] = []
@@ -164,10 +180,11 @@ class Engine:
                     task.cancel()
                     interrupted.append(work)
             await wait_any(self._idle, within=0.02)
-        for w in self._workers:
+        workers = [w for group in self._workers.values() for w in group]
+        for w in workers:
             w.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        self._workers = []
+        await asyncio.gather(*workers, return_exceptions=True)
+        self._workers = {}
         await self._recorder.close()  # what finished is written before anything is given back
         if interrupted:
             log.warning("interrupted", count=len(interrupted))
@@ -214,7 +231,8 @@ class Engine:
                 held.item = w.item
                 continue
             self._held[w.item.id] = w
-            self._buffer.put_nowait((-w.item.prioridade, w.item.id, next(self._order), w))
+            queued = (-w.item.prioridade, w.item.id, next(self._order), w)
+            self._buffer(w.account.name).put_nowait(queued)
         return len(items)
 
     async def _load(self, conn: asyncpg.Connection, items: list[Item]) -> list[Work]:
@@ -265,11 +283,12 @@ class Engine:
 
     # --- working ------------------------------------------------------------------------------
 
-    async def _worker(self) -> None:
+    async def _worker(self, name: str) -> None:
+        buffer = self._buffer(name)
         while True:
-            *_, work = await self._buffer.get()
+            *_, work = await buffer.get()
             if self._held.get(work.item.id) is not work:  # its lease was lost meanwhile
-                self._buffer.task_done()
+                buffer.task_done()
                 continue
             task = asyncio.current_task()
             assert task is not None
@@ -290,7 +309,7 @@ class Engine:
                     self._held.pop(work.item.id, None)
                 if not self._busy:
                     self._idle.set()
-                self._buffer.task_done()
+                buffer.task_done()
 
     async def _outcome(self, work: Work) -> Outcome:
         """Send the item, unless it cannot be: its row is unreadable, its attempts were all

@@ -24,6 +24,10 @@ from crmd.store.sql import queries
 log = structlog.get_logger("crmd.budget")
 
 UNAVAILABLE_WAIT = 1.0  # seconds a request waits when the database cannot grant
+# A request out holds its slots until `hold` seconds from its grant (plus the window), renewed
+# every EXTEND_EVERY seconds while it is out: a process that dies frees its slots within a few
+# seconds, not after a whole request timeout.
+EXTEND_EVERY = 1.0
 
 
 class PgBudget:
@@ -34,6 +38,9 @@ class PgBudget:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
+        self._out: dict[uuid.UUID, float] = {}  # granted, not answered: token -> hold
+        self._renewer: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def configure(
         self, conta: str, limits: Sequence[RateLimit], margin: float, bulk_share: float
@@ -58,6 +65,10 @@ class PgBudget:
             self._failing = True
             return BudgetGrant(False, UNAVAILABLE_WAIT)
         self._failing = False
+        if row["granted"]:
+            self._out[token] = hold
+            if self._renewer is None or self._renewer.done():
+                self._renewer = asyncio.create_task(self._renew(), name="budget-renewer")
         until = row["pausada_ate"]
         return BudgetGrant(
             bool(row["granted"]),
@@ -69,6 +80,7 @@ class PgBudget:
 
     def release(self, token: uuid.UUID) -> None:
         """The request is answered: its slots hold for a window's length from now (queued)."""
+        self._out.pop(token, None)
         self._releases.append(token)
         self._kick()
 
@@ -84,11 +96,24 @@ class PgBudget:
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._write(), name="budget-writer")
 
+    async def _renew(self) -> None:
+        """Keep the slots of the requests still out held (see EXTEND_EVERY)."""
+        while self._out:
+            await asyncio.sleep(EXTEND_EVERY)
+            out = dict(self._out)
+            if not out:
+                continue
+            try:
+                async with self._pool().acquire() as conn:
+                    await conn.execute(queries["budget_renew"], list(out), max(out.values()))
+            except DB_ERRORS as exc:
+                log.warning("budget_renew_failed", error=str(exc) or type(exc).__name__)
+
     async def _write(self) -> None:
-        while True:
+        while not self._closing:
             await self._wake.wait()
             self._wake.clear()
-            if not await self._write_once():
+            if not await self._write_once() and not self._closing:
                 await asyncio.sleep(UNAVAILABLE_WAIT)  # a database away: try again shortly
                 self._wake.set()
 
@@ -115,11 +140,19 @@ class PgBudget:
 
     async def close(self) -> None:
         """Stop the writer, then write what is queued (one try)."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
+        self._closing = True
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            self._wake.set()  # the writer finishes what it is writing, then ends
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), 5.0)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
             self._task = None
         await self._write_once()
+        self._closing = False
 
 
 async def usage(conn: asyncpg.Connection) -> list[asyncpg.Record]:

@@ -32,6 +32,8 @@ class LedgerEntry:
     created_id: str | None = None
     fault: str | None = None
     """Which injected fault decided the answer: drop, outage, auth, burst, error; else None."""
+    token: str | None = None
+    """Which company (account) sent it: a digest of its access token (`server.token_id`)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import math
 import random
 import time
@@ -65,6 +66,10 @@ class DevCrmConfig:
     """The account's situações de venda: (id, nome, tipo_lancamento)."""
     lojas: tuple[tuple[str, str], ...] = LOJAS
     """The company's lojas: (id, nome), the matriz first."""
+    other_tokens: tuple[tuple[str, str], ...] = ()
+    """More (access-token, secret-access-token) pairs accepted: other companies' accounts."""
+    limits_per_token: bool = False
+    """Count the limits per access token (per company, as GestãoClick does), not for all."""
     existing_vendas: int = 0
     """Vendas the account already holds at start (and after a reset), numbered 1..N by it, of
     a cliente of its own: what a lookup by `codigo` can wrongly find on a real account."""
@@ -91,6 +96,11 @@ class DevCrmConfig:
         return faults
 
 
+def token_id(access_token: str) -> str:
+    """Which account sent a request, without keeping its secret: a short digest of the token."""
+    return hashlib.sha256(access_token.encode()).hexdigest()[:12]
+
+
 class _Verdict(NamedTuple):
     """What the edge decided at arrival: an answer of its own, or None to let the API answer."""
 
@@ -112,6 +122,9 @@ class DevCrm:
         self.faults = self.config.initial_faults()
         self._ledger: list[LedgerEntry] = []
         self._limiter = SlidingWindows(self.config.limits)
+        self._limiters: dict[str, SlidingWindows] = {}  # per access token, when asked to
+        self._tokens = {self.config.access_token: self.config.secret_access_token}
+        self._tokens.update(dict(self.config.other_tokens))
         self._random = random.Random(self.config.seed)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -149,6 +162,7 @@ class DevCrm:
         self.store.clear()
         self._ledger.clear()
         self._limiter.clear()
+        self._limiters.clear()
         initial = self.config.initial_faults()
         for field in dataclasses.fields(Faults):
             setattr(self.faults, field.name, getattr(initial, field.name))
@@ -233,6 +247,7 @@ class DevCrm:
                     counted=verdict.counted,
                     created_id=CREATED_ID.get() if status == 200 else None,
                     fault=verdict.fault,
+                    token=token_id(request.headers.get("access-token", "")),
                 )
             )
 
@@ -250,7 +265,7 @@ class DevCrm:
         if faults.burst_429 > 0:
             faults.burst_429 -= 1
             return _Verdict(self._too_many(), counted=False, fault="burst")
-        if not self._limiter.admit(now):
+        if not self._limiter_for(request).admit(now):
             return _Verdict(self._too_many(), counted=False)
         if faults.error_rate and self._random.random() < faults.error_rate:
             return _Verdict(self._injected_error(), counted=True, fault="error")
@@ -258,10 +273,16 @@ class DevCrm:
 
     def _authorized(self, request: web.Request) -> bool:
         headers = request.headers
-        return (
-            headers.get("access-token") == self.config.access_token
-            and headers.get("secret-access-token") == self.config.secret_access_token
-        )
+        secret = self._tokens.get(headers.get("access-token", ""))
+        return secret is not None and headers.get("secret-access-token") == secret
+
+    def _limiter_for(self, request: web.Request) -> SlidingWindows:
+        if not self.config.limits_per_token:
+            return self._limiter
+        token = request.headers.get("access-token", "")
+        if token not in self._limiters:
+            self._limiters[token] = SlidingWindows(self.config.limits)
+        return self._limiters[token]
 
     def _too_many(self) -> web.Response:
         headers = None

@@ -10,6 +10,13 @@ SELECT granted, wait, pausada_ate, motivo, db_ms FROM crm_budget_grant($1, $2, $
 -- name: budget_release
 SELECT crm_budget_release($1::uuid[]);
 
+-- name: budget_renew
+-- Requests still out (tokens $1) keep their slots $2 seconds more, plus the window's length.
+UPDATE crm_budget_slot s
+   SET livre_em = now() + make_interval(secs => $2 + w.per_seconds + w.margin)
+  FROM crm_budget_window w
+ WHERE s.token = ANY($1::uuid[]) AND w.conta = s.conta AND w.janela = s.janela;
+
 -- name: budget_pause
 -- A pause seen by every instance; a longer one wins, a shorter one changes nothing.
 INSERT INTO crm_account_state AS s (conta, pausada_ate, motivo)

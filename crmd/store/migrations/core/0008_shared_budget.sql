@@ -133,8 +133,13 @@ DECLARE
     started timestamptz := clock_timestamp();
     w crm_budget_window;
     found_slot integer;
-    taken integer[] := '{}';
+    made text;  -- 'live' or 'bulk': a slot not made yet, made by this grant
     soonest timestamptz;
+    -- What this grant takes, per window: (janela, slot, made, free again at).
+    js integer[] := '{}';
+    slots integer[] := '{}';
+    kinds text[] := '{}';
+    frees timestamptz[] := '{}';
 BEGIN
     granted := false;
     wait := 0;
@@ -150,16 +155,14 @@ BEGIN
         -- Live work takes a slot bulk work cannot use, a new one of those, then a bulk slot;
         -- bulk work only its own: its share of the window is all it can ever hold.
         found_slot := NULL;
+        made := NULL;
         IF NOT p_bulk THEN
             SELECT slot INTO found_slot FROM crm_budget_slot
              WHERE conta = p_conta AND janela = w.janela AND NOT bulk AND livre_em <= now()
              ORDER BY livre_em LIMIT 1;
             IF found_slot IS NULL AND w.created_live < w.requests - w.bulk_slots THEN
                 found_slot := w.bulk_slots + w.created_live;
-                INSERT INTO crm_budget_slot (conta, janela, slot, bulk, livre_em)
-                VALUES (p_conta, w.janela, found_slot, false, '-infinity');
-                UPDATE crm_budget_window SET created_live = created_live + 1
-                 WHERE conta = p_conta AND janela = w.janela;
+                made := 'live';
             END IF;
         END IF;
         IF found_slot IS NULL THEN
@@ -169,28 +172,37 @@ BEGIN
         END IF;
         IF found_slot IS NULL AND w.created_bulk < w.bulk_slots THEN
             found_slot := w.created_bulk;
-            INSERT INTO crm_budget_slot (conta, janela, slot, bulk, livre_em)
-            VALUES (p_conta, w.janela, found_slot, true, '-infinity');
-            UPDATE crm_budget_window SET created_bulk = created_bulk + 1
-             WHERE conta = p_conta AND janela = w.janela;
+            made := 'bulk';
         END IF;
         IF found_slot IS NULL THEN
             SELECT min(livre_em) INTO soonest FROM crm_budget_slot
              WHERE conta = p_conta AND janela = w.janela AND (bulk OR NOT p_bulk);
             wait := GREATEST(wait, EXTRACT(EPOCH FROM soonest - now()), 0.001);
         ELSE
-            taken := taken || ARRAY[w.janela, found_slot];
+            js := js || w.janela;
+            slots := slots || found_slot;
+            kinds := kinds || made;
+            frees := frees || (now() + make_interval(secs => p_hold + w.per_seconds + w.margin));
         END IF;
     END LOOP;
     IF wait <= 0 THEN
-        FOR i IN 1 .. cardinality(taken) / 2 LOOP
-            UPDATE crm_budget_slot s
-               SET livre_em = now() + make_interval(secs => p_hold + w2.per_seconds + w2.margin),
-                   token = p_token
-              FROM crm_budget_window w2
-             WHERE s.conta = p_conta AND s.janela = taken[2 * i - 1]
-               AND s.slot = taken[2 * i] AND w2.conta = p_conta AND w2.janela = s.janela;
-        END LOOP;
+        -- Every window has room: take the slots, making those not made yet, in three statements
+        -- whatever the number of windows.
+        UPDATE crm_budget_slot s SET livre_em = t.free, token = p_token
+          FROM unnest(js, slots, kinds, frees) AS t (janela, slot, made, free)
+         WHERE t.made IS NULL AND s.conta = p_conta AND s.janela = t.janela AND s.slot = t.slot;
+        IF array_position(kinds, 'live') IS NOT NULL OR array_position(kinds, 'bulk') IS NOT NULL
+        THEN
+            INSERT INTO crm_budget_slot (conta, janela, slot, bulk, livre_em, token)
+            SELECT p_conta, t.janela, t.slot, t.made = 'bulk', t.free, p_token
+              FROM unnest(js, slots, kinds, frees) AS t (janela, slot, made, free)
+             WHERE t.made IS NOT NULL;
+            UPDATE crm_budget_window w2
+               SET created_live = created_live + (t.made = 'live')::integer,
+                   created_bulk = created_bulk + (t.made = 'bulk')::integer
+              FROM unnest(js, kinds) AS t (janela, made)
+             WHERE t.made IS NOT NULL AND w2.conta = p_conta AND w2.janela = t.janela;
+        END IF;
         granted := true;
     END IF;
     db_ms := EXTRACT(EPOCH FROM clock_timestamp() - started) * 1000;
