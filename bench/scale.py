@@ -146,7 +146,7 @@ async def _availability(ctx: Context, lease: float) -> dict[str, float]:
                 victim.popen.kill()
                 killed = time.monotonic()
                 await asyncio.sleep(lease + 4.0)
-                recovered = _rate(crm.ledger, killed + lease, killed + lease + 4.0)
+                recovered = _rate(crm.ledger, killed + lease + 1.0, killed + lease + 4.0)
                 deadline = time.monotonic() + 60
                 while await conn.fetchval(
                     "SELECT count(*) FROM crm_sync_queue WHERE estado <> 'concluido'"

@@ -134,11 +134,14 @@ SELECT DISTINCT ON (q.entidade, q.entidade_id) q.entidade, q.entidade_id, q.ulti
  ORDER BY q.entidade, q.entidade_id, q.id DESC;
 
 -- name: next_due_in
--- Seconds until the earliest pending item is due (negative when overdue), NULL when none waits.
--- (Not GREATEST(..., 0): GREATEST ignores NULLs and would turn "nothing pending" into 0.)
-SELECT EXTRACT(EPOCH FROM min(proxima_tentativa) - now())::float8
-  FROM crm_sync_queue
- WHERE estado = 'pendente';
+-- Seconds until the earliest item is due (negative when overdue), NULL when none waits: a pending
+-- item's next attempt, or an item in flight whose lease runs out (a vanished instance's, to be
+-- claimed again at once). (Not GREATEST(..., 0): GREATEST ignores NULLs and would turn "nothing
+-- pending" into 0.)
+SELECT EXTRACT(EPOCH FROM LEAST(
+           (SELECT min(proxima_tentativa) FROM crm_sync_queue WHERE estado = 'pendente'),
+           (SELECT min(lease_ate) FROM crm_sync_queue WHERE estado = 'processando')
+       ) - now())::float8;
 
 -- name: retry_failed
 -- Failed items back to pending with fresh attempts, due now. $1: ids, $2: entidade (NULL: no
