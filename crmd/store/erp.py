@@ -93,3 +93,9 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
         except ValueError as exc:
             raise RowError(f"coluna itens: JSON inválido: {exc}") from None
     return row
+
+
+async def columns(conn: asyncpg.Connection, query: str) -> list[str]:
+    """The columns a query returns, read from the server's description of it (it is prepared,
+    not run): what a source query offers before any row is read."""
+    return [a.name for a in (await conn.prepare(query)).get_attributes()]
