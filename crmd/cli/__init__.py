@@ -11,7 +11,7 @@ import sys
 from typing import NoReturn
 
 from crmd import __version__
-from crmd.cli import dev, mapping, ops, service
+from crmd.cli import crm, dev, mapping, ops, service
 from crmd.cli.common import Handler
 
 
@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.register(sub)
     ops.register(sub)
     mapping.register(sub)
+    crm.register(sub)
     return parser
 
 

@@ -63,3 +63,10 @@ SELECT l.id::integer AS id FROM (
 SELECT l.id::integer AS id FROM (
 /*listing*/
 ) AS l WHERE l.id = ANY($1::integer[]) ORDER BY l.id;
+
+-- name: listing_probe
+-- `crmd doctor`: whether a listing query (spliced in: [sources] <entidade>_enqueue or lojas,
+-- [map_import] <entidade>) runs, and which columns it gives; LIMIT 0 reads no row.
+SELECT * FROM (
+/*listing*/
+) AS s LIMIT 0;
