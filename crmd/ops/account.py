@@ -45,10 +45,15 @@ def section(name: str) -> str:
 
 @asynccontextmanager
 async def opened(
-    name: str, settings: CrmAccountSettings, conn: asyncpg.Connection | None
+    name: str,
+    settings: CrmAccountSettings,
+    conn: asyncpg.Connection | None,
+    *,
+    sends: bool = True,
 ) -> AsyncIterator[Provider]:
     """The account's provider; its limiter starts from the requests the log says were sent
-    within its longest window (when a database connection is given)."""
+    within its longest window (when a database connection is given). `sends`: the command will
+    send requests, so an exhausted budget makes the account unavailable."""
     missing = [
         key for key in ("access_token", "secret_access_token") if getattr(settings, key) is None
     ]
@@ -62,7 +67,7 @@ async def opened(
     provider = providers.create(name, settings, limiter)
     try:
         wait = limiter.delay()
-        if wait > MAX_WAIT_SECONDS:
+        if sends and wait > MAX_WAIT_SECONDS:
             raise AccountUnavailable(
                 f"conta {name}: o limite de requisições está esgotado; a próxima poderia sair "
                 f"em {wait / 60:.0f} min"

@@ -121,3 +121,20 @@ async def probe_listing(conn: asyncpg.Connection, listing: str) -> list[str]:
 def lojas_listing(sources: SourcesSettings) -> str:
     """The query listing every loja's id."""
     return sources.lojas_query() or queries["list_lojas"]
+
+
+async def listed(
+    conn: asyncpg.Connection,
+    listing: str,
+    *,
+    after: int,
+    limit: int,
+    lojas: Sequence[int] | None,
+    days: int | None,
+) -> list[asyncpg.Record]:
+    """A chunk of the records a listing query names (loja_id, id), in id order after `after`."""
+    sql = queries["plan_listed"].replace("/*listing*/", listing, 1)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        sql, after, limit, None if lojas is None else list(lojas), days
+    )
+    return rows

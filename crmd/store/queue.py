@@ -220,3 +220,19 @@ async def _retry_once(
         )
         await conn.execute(queries["wake_workers"])
     return row
+
+
+async def open_items(
+    conn: asyncpg.Connection,
+    *,
+    after: int,
+    limit: int,
+    entidade: str | None,
+    lojas: Sequence[int] | None,
+) -> list[asyncpg.Record]:
+    """Open items (pending or in flight) after queue id `after`, in id order: (id, loja_id,
+    entidade, entidade_id, acao)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        queries["plan_pending"], after, limit, entidade, None if lojas is None else list(lojas)
+    )
+    return rows
