@@ -4,6 +4,8 @@ queries (migrations/core/0006_old_system.sql), against a real PostgreSQL."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import asyncpg
 
 from crmd.config import CleanupSettings
@@ -164,3 +166,17 @@ async def test_the_cleanup_removes_old_ignored_items_with_the_done_ones(
     assert result.queue_rows == 1
     left = await conn.fetch("SELECT entidade_id, estado FROM crm_sync_queue ORDER BY id")
     assert [(r["entidade_id"], r["estado"]) for r in left] == [(2, "ignorado"), (1, "falhou")]
+
+
+async def test_the_readmes_postgresql_forms_of_the_guides_queries_run(
+    conn: asyncpg.Connection,
+) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = readme.split("Views answer the same questions:", 1)[1].split("```sql", 1)[1]
+    statements = [s.strip() for s in block.split("```", 1)[0].split(";") if s.strip()]
+    await fail(conn, "clientes", 1)
+
+    for statement in statements:
+        await conn.fetch(statement)
+
+    assert len(statements) == 8
