@@ -49,7 +49,8 @@ def toml_value(value: Any) -> str:
 def write_config(
     tmp_path: Path, db_dsn: str, crm: DevCrm, *, crm_keys: dict[str, Any] | None = None, **more: Any
 ) -> Path:
-    """A config file for the development CRM; `more` adds sections ({"sources": {...}})."""
+    """A config file for the development CRM; `more` adds sections ({"sources": {...}}); a key
+    of `crm_keys` set to None is left out."""
     keys = {
         "base_url": crm.url,
         **TOKENS,
@@ -60,7 +61,7 @@ def write_config(
     situacoes = keys.pop("situacoes", {"concretizada": SITUACAO, "cancelada": CANCELADA})
     lojas_crm = keys.pop("lojas_crm", {})
     text = [f'[database]\ndsn = "{db_dsn}"\n', '[admin]\nlisten = ""\n', "[crm]"]
-    text += [f"{k} = {toml_value(v)}" for k, v in keys.items()]
+    text += [f"{k} = {toml_value(v)}" for k, v in keys.items() if v is not None]
     text += ["[[crm.limits]]", "requests = 1000", "per_seconds = 1.0", "[crm.situacoes]"]
     text += [f"{k} = {toml_value(v)}" for k, v in situacoes.items()]
     text += ["[crm.lojas_crm]"] + [f"{k} = {toml_value(v)}" for k, v in lojas_crm.items()]
@@ -168,6 +169,22 @@ async def test_doctor_tells_tokens_refused_and_a_database_away(crm: DevCrm, tmp_
     assert "nenhuma URL aceitou os tokens ([crm] base_url" in url
     assert "responde mas recusa os tokens (401" in run.out
     assert "revogado" not in run.out + run.err
+
+
+async def test_doctor_reports_missing_tokens_once_and_checks_the_rest(
+    db_dsn: str, crm: DevCrm, tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, db_dsn, crm, crm_keys={"secret_access_token": None})
+
+    run = await crmd(config, "doctor")
+
+    assert run.code == 1
+    assert run.lines("PROBLEMA") == [
+        "PROBLEMA  configuração: crm.secret_access_token: gestaoclick needs it: set "
+        "secret_access_token or secret_access_token_file"
+    ]
+    assert "ok        [sources] clientes" in run.out
+    assert crm.ledger == []
 
 
 async def test_doctor_points_at_the_base_url_that_works(

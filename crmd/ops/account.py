@@ -54,9 +54,7 @@ async def opened(
     """The account's provider; its limiter starts from the requests the log says were sent
     within its longest window (when a database connection is given). `sends`: the command will
     send requests, so an exhausted budget makes the account unavailable."""
-    missing = [
-        key for key in ("access_token", "secret_access_token") if getattr(settings, key) is None
-    ]
+    missing = missing_tokens(settings)
     if missing:
         keys = " e ".join(f"[{section(name)}] {key}" for key in missing)
         raise AccountUnavailable(f"conta {name}: sem {keys}")
@@ -75,6 +73,10 @@ async def opened(
         yield provider
     finally:
         await provider.transport.close()
+
+
+def missing_tokens(settings: CrmAccountSettings) -> list[str]:
+    return [k for k in ("access_token", "secret_access_token") if getattr(settings, k) is None]
 
 
 def gestaoclick(name: str, provider: Provider) -> GestaoClick:

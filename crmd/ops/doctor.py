@@ -116,6 +116,8 @@ async def _account(
     run: _Run, name: str, acct: CrmAccountSettings, conn: asyncpg.Connection | None
 ) -> None:
     subject = f"conta {name}"
+    if account.missing_tokens(acct):
+        return  # reported with the configuration; the account cannot be asked anything
     try:
         async with account.opened(name, acct, conn) as provider:
             if run.columns is None:
