@@ -130,6 +130,7 @@ class CrmAccountSettings(_Section):
     bulk_share: float = Field(0.5, gt=0, le=1)
     concurrency: int = Field(4, ge=1, le=256)
     venda_situacao_id: str = ""
+    venda_situacao_cancelada_id: str = ""
     situacoes: dict[str, str] = Field(default_factory=dict)
     lojas_crm: dict[int, str] = Field(default_factory=dict)
     venda_codigo_prefix: str = "crmd-"
@@ -144,7 +145,7 @@ class CrmAccountSettings(_Section):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
-    @field_validator("venda_situacao_id", "produto_valor_tipo_id")
+    @field_validator("venda_situacao_id", "venda_situacao_cancelada_id", "produto_valor_tipo_id")
     @classmethod
     def _optional_id(cls, value: str) -> str:
         value = value.strip()
@@ -211,6 +212,11 @@ class CrmSettings(CrmAccountSettings):
 
 
 class SyncSettings(_Section):
+    # A record deleted in the ERP: its CRM record is made inactive (clientes and produtos
+    # `ativo` "0", vendas the account's cancel situação), deleted, or left as it is.
+    on_delete: Literal["inactivate", "delete", "ignore"] = "inactivate"
+    # An item of an entity the CRM has no resource for: done as "ignorado", or failed.
+    on_unsupported: Literal["ignore", "fail"] = "ignore"
     skip_unchanged: bool = True
     lookup_unknown: bool = True
     dependency_wait_seconds: float = Field(2.0, ge=0)
@@ -266,6 +272,26 @@ class SourcesSettings(_Section):
 
     def lojas_query(self) -> str | None:
         return self.lojas or None
+
+
+class MapImportSettings(_Section):
+    """`crmd map import`: per entity, a query over the ERP's own tables returning `id` (the ERP
+    record) and `external_id` (the CRM id the old system stored), and `loja_id` when some lojas
+    have CRM accounts of their own; no parameters."""
+
+    clientes: str = ""
+    produtos: str = ""
+    vendas: str = ""
+
+    @field_validator("clientes", "produtos", "vendas")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        if _PARAMETER.search(value):
+            raise ValueError("the query takes no parameters ($1...)")
+        return value.strip()
+
+    def query(self, entidade: str) -> str | None:
+        return str(getattr(self, entidade, "")) or None
 
 
 class CleanupSettings(_Section):
@@ -341,6 +367,7 @@ class Settings(BaseSettings):
     crm: CrmSettings = CrmSettings()
     sync: SyncSettings = SyncSettings()
     sources: SourcesSettings = SourcesSettings()
+    map_import: MapImportSettings = MapImportSettings()
     cleanup: CleanupSettings = CleanupSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     admin: AdminSettings = AdminSettings()

@@ -78,10 +78,13 @@ class OutcomeKind(Enum):
     POSTPONED = "postponed"  # the account failed (429, authentication): logged, attempt back
     RELEASED = "released"  # given back unsent (paused account, shutdown): attempt back
     DEFERRED = "deferred"  # given back to wait for a record it needs: counted as a wait
+    IGNORED = "ignored"  # nothing to send it to (the CRM has no such resource): done, apart
 
 
 SENT_KINDS = frozenset({OutcomeKind.SYNCED, OutcomeKind.REMOVED, OutcomeKind.FAILED})
-Settled = Literal["done", "retry", "postponed", "released", "deferred", "failed", "stale"]
+Settled = Literal[
+    "done", "retry", "postponed", "released", "deferred", "failed", "ignored", "stale"
+]
 
 
 @dataclass
@@ -114,6 +117,17 @@ class Outcome:
     @classmethod
     def removed(cls, message: str) -> Outcome:
         return cls(OutcomeKind.REMOVED, message)
+
+    @classmethod
+    def kept(cls, external_id: str | None, message: str) -> Outcome:
+        """Done, the CRM record kept and linked (an inactivation, an ignored delete), with no
+        payload hash: if the ERP record comes back, its next upsert is sent, never skipped.
+        Without an external id the map is left as it is."""
+        return cls(OutcomeKind.SYNCED, message, external_id=external_id)
+
+    @classmethod
+    def ignored(cls, message: str) -> Outcome:
+        return cls(OutcomeKind.IGNORED, message)
 
     @classmethod
     def failed(cls, message: str, *, retryable: bool, http_status: int | None = None) -> Outcome:

@@ -234,6 +234,11 @@ async def test_metrics_show_queue_requests_budget_pauses_reloads_and_timers(
     admin.stats.by_entity["vendas"] = 1
     admin.stats.failed = 2
     admin.stats.failed_by_entity["produtos"] = 2
+    admin.stats.ignored_by_entity["atividades"] = 5
+    await admin.conn.execute(
+        "INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id, estado, processado_em)"
+        " VALUES (1, 'atividades', 8, 'ignorado', now())"
+    )
     admin.reloads.count, admin.reloads.last_ok, admin.reloads.last_at = 2, False, time.time()
     ran = datetime.now(UTC) - timedelta(hours=1)
     await admin.conn.execute(
@@ -255,6 +260,8 @@ async def test_metrics_show_queue_requests_budget_pauses_reloads_and_timers(
     assert metric(text, 'crmd_items_done_total{entidade="clientes"}') == 3
     assert metric(text, 'crmd_items_failed_total{entidade="produtos"}') == 2
     assert metric(text, 'crmd_items_failed_total{entidade="clientes"}') == 0
+    assert metric(text, 'crmd_items_ignored_total{entidade="atividades"}') == 5
+    assert metric(text, 'crmd_queue_depth{entidade="atividades",estado="ignorado"}') == 1
     labels = 'account="default",entidade="clientes",method="GET"'
     assert metric(text, f'crmd_crm_requests_total{{{labels},status_class="2xx"}}') == 1
     assert metric(text, f'crmd_crm_requests_total{{{labels},status_class="4xx"}}') == 1

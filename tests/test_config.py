@@ -140,6 +140,27 @@ def test_section_validators_name_the_field(tmp_path: Path) -> None:
     assert list(found) == ["database.dsn"]
 
 
+def test_the_operator_keys_default_safely_and_name_bad_values(tmp_path: Path) -> None:
+    settings, _ = load_settings(write(tmp_path, ""))
+    assert (settings.sync.on_delete, settings.sync.on_unsupported) == ("inactivate", "ignore")
+    assert settings.crm.venda_situacao_cancelada_id == ""
+    assert settings.map_import.query("clientes") is None
+
+    found = problems(
+        '[sync]\non_delete = "remove"\non_unsupported = "skip"\n'
+        '[crm]\nvenda_situacao_cancelada_id = "Cancelada"\n'
+        '[map_import]\nclientes = "SELECT id, external_id FROM c WHERE id = $1"\n',
+        tmp_path,
+    )
+    assert set(found) == {
+        "sync.on_delete",
+        "sync.on_unsupported",
+        "crm.venda_situacao_cancelada_id",
+        "map_import.clientes",
+    }
+    assert "'Cancelada' is not a GestãoClick id" in found["crm.venda_situacao_cancelada_id"]
+
+
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "[queue\n")
     with pytest.raises(ConfigError) as info:

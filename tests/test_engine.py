@@ -14,10 +14,12 @@ from crmd.config import Settings
 from crmd.dev.devcrm.ledger import max_in_window
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
 from crmd.dev.devcrm.store import SITUACOES
+from crmd.ops import status
 from crmd.service.startup import run_once
 
 TOKENS = {"access_token": "tok-test", "secret_access_token": "sec-test"}
 SITUACAO = SITUACOES[1][0]  # the development account's own id: "1" is not one
+CANCELADA = SITUACOES[2][0]
 
 
 @pytest.fixture
@@ -190,9 +192,98 @@ async def test_skip_unchanged_can_be_switched_off(
     )
 
 
-async def test_soft_and_hard_deletes_remove_the_crm_record(
+async def test_soft_and_hard_deletes_inactivate_the_crm_record_by_default(
     conn: asyncpg.Connection, crm: DevCrm, settings: Settings
 ) -> None:
+    await seed_small(conn)
+    await drain(settings)
+    cliente_ext = await mapped(conn, "clientes", 2)
+    produto_ext = await mapped(conn, "produtos", 2)
+    before = len(crm.ledger)
+
+    await conn.execute("UPDATE clientes SET deleted_at = now() WHERE id = 2")
+    await conn.execute("DELETE FROM venda_itens WHERE produto_id = 2")
+    await conn.execute("DELETE FROM produtos WHERE id = 2")
+    await drain(settings)
+
+    # GET the record, then a complete PUT (the fields a PUT requires, as the CRM holds them);
+    # the venda that lost an item is updated too.
+    assert sorted(requests(crm)[before:]) == sorted(
+        [
+            f"GET /clientes/{cliente_ext}",
+            f"PUT /clientes/{cliente_ext}",
+            f"GET /produtos/{produto_ext}",
+            f"PUT /produtos/{produto_ext}",
+            f"PUT /vendas/{await mapped(conn, 'vendas', 1)}",
+        ]
+    )
+    assert "DELETE" not in {e.method for e in crm.ledger}
+    cliente = crm.store.get("clientes", str(cliente_ext))
+    produto = crm.store.get("produtos", str(produto_ext))
+    assert (cliente["ativo"], cliente["nome"], cliente["cnpj"]) == (
+        "0",
+        "Padaria Boa Massa",
+        "11.222.333/0001-81",
+    )
+    assert (produto["ativo"], produto["valor_venda"]) == ("0", "5.9900")
+    # Still linked: if the record comes back in the ERP it is updated (and active), not created.
+    assert await mapped(conn, "clientes", 2) == cliente_ext
+    await conn.execute("UPDATE clientes SET deleted_at = NULL WHERE id = 2")
+    await drain(settings)
+    assert crm.store.get("clientes", str(cliente_ext))["ativo"] == "1"
+    assert len(requests(crm, "POST")) == 5
+
+
+async def test_an_inactivated_record_is_not_put_again(
+    conn: asyncpg.Connection, crm: DevCrm, settings: Settings
+) -> None:
+    await seed_small(conn)
+    await drain(settings)
+    ext = await mapped(conn, "clientes", 2)
+    crm.store.update("clientes", str(ext), {"tipo_pessoa": "PJ", "nome": "X", "ativo": "0"})
+    before = len(crm.ledger)
+    await conn.execute("SELECT crm_enqueue(1, 'clientes', 2, 3, 'delete')")
+    await drain(settings)
+
+    assert requests(crm)[before:] == [f"GET /clientes/{ext}"]
+
+
+async def test_a_deleted_venda_gets_the_configured_cancel_situacao(
+    conn: asyncpg.Connection, crm: DevCrm, db_dsn: str
+) -> None:
+    settings = make_settings(db_dsn, crm, crm={"venda_situacao_cancelada_id": CANCELADA})
+    await seed_small(conn)
+    await drain(settings)
+    ext = await mapped(conn, "vendas", 1)
+    await conn.execute("UPDATE vendas SET deleted_at = now() WHERE id = 1")
+    await drain(settings)
+
+    venda = crm.store.get("vendas", str(ext))
+    assert (venda["situacao_id"], venda["codigo"]) == (CANCELADA, "crmd-1")
+    assert len(venda["produtos"]) == 2  # a PUT without items leaves them as they were
+
+
+async def test_a_deleted_venda_without_a_cancel_situacao_fails_naming_the_key(
+    conn: asyncpg.Connection, crm: DevCrm, settings: Settings
+) -> None:
+    await seed_small(conn)
+    await drain(settings)
+    await conn.execute("UPDATE vendas SET deleted_at = now() WHERE id = 1")
+    await drain(settings)
+
+    row = await conn.fetchrow(
+        "SELECT estado, ultimo_erro FROM crm_sync_queue"
+        " WHERE entidade = 'vendas' AND acao = 'delete'"
+    )
+    assert row["estado"] == "falhou"
+    assert "[crm] venda_situacao_cancelada_id" in row["ultimo_erro"]
+    assert len(crm.records("vendas")) == 1
+
+
+async def test_on_delete_delete_removes_the_crm_record(
+    conn: asyncpg.Connection, crm: DevCrm, db_dsn: str
+) -> None:
+    settings = make_settings(db_dsn, crm, sync={"on_delete": "delete"})
     await seed_small(conn)
     await drain(settings)
     cliente_ext = await mapped(conn, "clientes", 2)
@@ -207,6 +298,26 @@ async def test_soft_and_hard_deletes_remove_the_crm_record(
     assert f"DELETE /produtos/{produto_ext}" in requests(crm, "DELETE")
     assert {c["id"] for c in crm.records("clientes")} == {await mapped(conn, "clientes", 1)}
     assert await mapped(conn, "clientes", 2) is None
+
+
+async def test_on_delete_ignore_sends_nothing_and_keeps_the_link(
+    conn: asyncpg.Connection, crm: DevCrm, db_dsn: str
+) -> None:
+    settings = make_settings(db_dsn, crm, sync={"on_delete": "ignore"})
+    await seed_small(conn)
+    await drain(settings)
+    ext = await mapped(conn, "clientes", 2)
+    before = len(crm.ledger)
+
+    await conn.execute("UPDATE clientes SET deleted_at = now() WHERE id = 2")
+    await drain(settings)
+
+    assert crm.ledger[before:] == []
+    assert crm.store.get("clientes", str(ext))["ativo"] == "1"
+    assert await mapped(conn, "clientes", 2) == ext
+    last = await conn.fetchrow("SELECT * FROM crm_sync_log ORDER BY id DESC LIMIT 1")
+    assert (last["status"], last["requisicoes"]) == ("sucesso", 0)
+    assert "on_delete" in last["mensagem"]
 
 
 async def test_delete_of_a_record_already_gone_counts_as_success(
@@ -296,9 +407,9 @@ async def test_validation_error_fails_at_once_with_the_crm_message(
     )
     await drain(settings)
     row = await conn.fetchrow("SELECT * FROM crm_sync_queue")
-    assert (row["estado"], row["tentativas"]) == ("falhou", 1)
+    assert row["estado"] == "falhou"
     log = await conn.fetchrow("SELECT * FROM crm_sync_log")
-    assert (log["status"], log["http_status"]) == ("erro", 404)
+    assert (log["status"], log["http_status"], log["tentativa"]) == ("erro", 404, 1)
     assert log["mensagem"] and "nome" in log["mensagem"].lower()
 
 
@@ -420,14 +531,34 @@ async def test_wrong_tokens_never_appear_in_the_log_table(
     assert "wrong-secret-value" not in dump
 
 
-async def test_atividades_end_as_not_supported(
+async def test_atividades_end_ignored_counted_apart_and_send_nothing(
     conn: asyncpg.Connection, crm: DevCrm, settings: Settings
 ) -> None:
     await conn.execute("INSERT INTO lojas (id, nome) VALUES (1, 'Loja')")
     await conn.execute("INSERT INTO atividades (loja_id, descricao) VALUES (1, 'Ligar amanhã')")
     await drain(settings)
+
     row = await conn.fetchrow("SELECT * FROM crm_sync_queue")
-    assert (row["estado"], row["tentativas"]) == ("falhou", 1)
+    assert (row["estado"], row["processado"], row["ultimo_erro"]) == ("ignorado", True, None)
+    log = await conn.fetchrow("SELECT status, mensagem, requisicoes FROM crm_sync_log")
+    assert (log["status"], log["requisicoes"]) == ("ignorado", 0)
+    assert "não é suportado" in log["mensagem"]
+    assert crm.ledger == []
+    report = await status.report(conn)
+    assert report.queue.ignored["atividades"] == 1 and report.queue.failed_total == 0
+    assert (report.last_24h.ignored, report.last_24h.attempts) == (1, 0)
+    assert report.last_24h.success_rate is None
+
+
+async def test_atividades_fail_when_configured_to(
+    conn: asyncpg.Connection, crm: DevCrm, db_dsn: str
+) -> None:
+    await conn.execute("INSERT INTO lojas (id, nome) VALUES (1, 'Loja')")
+    await conn.execute("INSERT INTO atividades (loja_id, descricao) VALUES (1, 'Ligar amanhã')")
+    await drain(make_settings(db_dsn, crm, sync={"on_unsupported": "fail"}))
+
+    row = await conn.fetchrow("SELECT * FROM crm_sync_queue")
+    assert row["estado"] == "falhou"
     assert "não é suportado" in row["ultimo_erro"]
     assert crm.ledger == []
 

@@ -381,12 +381,22 @@ async def test_check_account_names_every_id_the_account_does_not_have(crm: DevCr
         per_loja = await gc.check_account()
 
     assert len(problems) == 3
-    assert problems[0].startswith("[crm] venda_situacao_id = '1'")
+    assert problems[0].startswith("[crm] venda_situacao_id = '1': a conta não tem essa situação")
     assert problems[1].startswith("[crm.situacoes] 'devolvida' = '99'")
-    assert problems[2].startswith("[crm.lojas_crm] 2 = '55'")
+    assert problems[2].startswith("[crm.lojas_crm] 2 = '55': a empresa não tem essa loja")
     assert all(f"{SITUACAO} Concretizada" in p for p in problems[:2])
     assert clean == []
-    assert per_loja[0].startswith("[crm.lojas.2] venda_situacao_id is empty")
+    assert per_loja[0].startswith("[crm.lojas.2] venda_situacao_id está vazio")
+
+
+async def test_check_account_checks_the_cancel_situacao_too(crm: DevCrm) -> None:
+    async with provider_for(crm, venda_situacao_cancelada_id="77") as gc:
+        problems = await gc.check_account()
+    async with provider_for(crm, venda_situacao_cancelada_id=CANCELADA) as gc:
+        clean = await gc.check_account()
+
+    assert [p.split(":")[0] for p in problems] == ["[crm] venda_situacao_cancelada_id = '77'"]
+    assert clean == []
 
 
 # --- 4: loja_id mapped, sent on bodies and lookups ---------------------------------------------
@@ -522,8 +532,9 @@ async def test_every_payload_carries_the_required_fields_and_empty_ones_as_empty
 
 
 async def test_deleting_a_produto_succeeds_on_the_empty_answer(
-    conn: asyncpg.Connection, crm: DevCrm, settings: Settings, gc: GestaoClick
+    conn: asyncpg.Connection, crm: DevCrm, db_dsn: str, gc: GestaoClick
 ) -> None:
+    settings = make_settings(db_dsn, crm, sync={"on_delete": "delete"})
     await seed_small(conn)
     await drain(settings)
     ext = await mapped(conn, "produtos", 2)

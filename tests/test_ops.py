@@ -85,12 +85,18 @@ async def make_failed(
 
 
 async def add_log(
-    conn: asyncpg.Connection, status: str, *, ago: str = "1 minute", message: str = "ok", n: int = 1
+    conn: asyncpg.Connection,
+    status: str,
+    *,
+    ago: str = "1 minute",
+    message: str = "ok",
+    n: int = 1,
+    acao: str = "upsert",
 ) -> None:
     await conn.execute(
         """INSERT INTO crm_sync_log (conta, loja_id, entidade, entidade_id, acao, tentativa,
                                      status, http_status, mensagem, criado_em)
-           SELECT 'default', 1, 'clientes', g, 'upsert', 1, $1,
+           SELECT 'default', 1, 'clientes', g, $5, 1, $1,
                   CASE WHEN $1 = 'erro' THEN 422 ELSE 200 END, $2,
                   now() - $3::text::interval
              FROM generate_series(1, $4) g""",
@@ -98,6 +104,7 @@ async def add_log(
         message,
         ago,
         n,
+        acao,
     )
 
 
@@ -269,6 +276,13 @@ async def test_status_reports_queue_rates_and_recent_errors(conn: asyncpg.Connec
     await add_log(conn, "erro", ago="25 hours", n=1, message="fora da janela")
     for i in range(12):
         await add_log(conn, "erro", ago=f"{i + 1} seconds", message=f"erro {i}")
+    # Counted apart: an ignored atividade, and a lookup of `crmd plan --lookups`.
+    await conn.execute(
+        """INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id, estado, processado_em)
+           VALUES (1, 'atividades', 1, 'ignorado', now())"""
+    )
+    await add_log(conn, "ignorado", ago="1 hour 10 minutes")
+    await add_log(conn, "sucesso", ago="2 hours", acao="consulta")
     report = (await status.report(conn)).model_dump(mode="json")
 
     q = report["queue"]
@@ -281,7 +295,9 @@ async def test_status_reports_queue_rates_and_recent_errors(conn: asyncpg.Connec
         "succeeded": 7,
         "errors": 13,
         "success_rate": pytest.approx(7 / 20),
+        "ignored": 1,
     }
+    assert (q["ignored"]["atividades"], q["ignored_total"]) == (1, 1)
     assert report["last_hour"] == {"attempts": 18, "succeeded": 6}
     assert [e["mensagem"] for e in report["recent_errors"]] == [f"erro {i}" for i in range(10)]
     assert report["recent_errors"][0]["http_status"] == 422

@@ -339,7 +339,9 @@ async def test_a_delete_after_a_create_in_doubt_finds_the_record_by_its_key(
     await drain(settings_for(db_dsn, crm))
 
     assert (await item_of(conn, "clientes", 1))["estado"] == "concluido"
-    assert crm.records("clientes") == [], f"{created['id']} should be gone"
+    assert crm.store.get("clientes", created["id"])["ativo"] == "0"  # on_delete = "inactivate"
+    linked = await conn.fetchval("SELECT external_id FROM crm_sync_map WHERE entidade_id = 1")
+    assert linked == created["id"]
 
 
 # --- 13, 16: one item per record in flight; no endless claims ----------------------------------

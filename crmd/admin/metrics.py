@@ -25,7 +25,7 @@ from crmd.service.view import DaemonView
 from crmd.store import instances, reports, timers
 from crmd.store.db import DB_ERRORS
 
-STATES = ("pendente", "processando", "falhou")
+STATES = ("pendente", "processando", "falhou", "ignorado")
 REQUEST_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 WAIT_BUCKETS = (0.0, 0.01, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0)
 
@@ -199,6 +199,11 @@ class _LiveCollector:
         failed = CounterMetricFamily(
             "crmd_items_failed", "Items that failed for good since start", labels=["entidade"]
         )
+        ignored = CounterMetricFamily(
+            "crmd_items_ignored",
+            "Items of an entity the CRM has no resource for, ignored since start",
+            labels=["entidade"],
+        )
         retried = CounterMetricFamily("crmd_items_retried", "Failed attempts to be tried again")
         released = CounterMetricFamily(
             "crmd_items_released", "Items given back unsent (pause, dependency, shutdown)"
@@ -207,11 +212,12 @@ class _LiveCollector:
             for entidade in ENTITIES:
                 done.add_metric([entidade], stats.by_entity.get(entidade, 0))
                 failed.add_metric([entidade], stats.failed_by_entity.get(entidade, 0))
+                ignored.add_metric([entidade], stats.ignored_by_entity.get(entidade, 0))
             retried.add_metric([], stats.retried)
             released.add_metric([], stats.released)
         ready = GaugeMetricFamily("crmd_ready", "Database reachable and not shutting down")
         ready.add_metric([], 1 if self.source.ready() else 0)
-        return [done, failed, retried, released, ready]
+        return [done, failed, ignored, retried, released, ready]
 
     def _accounts(self) -> Iterable[Metric]:
         labels = ["account", "window_seconds"]

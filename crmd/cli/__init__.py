@@ -11,7 +11,7 @@ import sys
 from typing import NoReturn
 
 from crmd import __version__
-from crmd.cli import dev, ops, service
+from crmd.cli import crm, dev, mapping, ops, plan, service
 from crmd.cli.common import Handler
 
 
@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     service.register(sub)
     dev.register(sub)
     ops.register(sub)
+    mapping.register(sub)
+    crm.register(sub)
+    plan.register(sub)
     return parser
 
 

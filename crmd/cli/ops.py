@@ -228,13 +228,16 @@ async def _daemon_status(listen: str) -> StatusReport | None:
 
 def render_status(status: StatusReport, listen: str) -> str:
     q = status.queue
-    lines = [f"{'Fila':<12}{'pendentes':>11}{'processando':>13}{'falhas':>9}"]
+    lines = [f"{'Fila':<12}{'pendentes':>11}{'processando':>13}{'falhas':>9}{'ignorados':>11}"]
     for entidade in ENTITIES:
         lines.append(
             f"  {entidade:<10}{q.pending[entidade]:>11}{q.in_flight[entidade]:>13}"
-            f"{q.failed[entidade]:>9}"
+            f"{q.failed[entidade]:>9}{q.ignored.get(entidade, 0):>11}"
         )
-    lines.append(f"  {'total':<10}{q.pending_total:>11}{q.in_flight_total:>13}{q.failed_total:>9}")
+    lines.append(
+        f"  {'total':<10}{q.pending_total:>11}{q.in_flight_total:>13}{q.failed_total:>9}"
+        f"{q.ignored_total:>11}"
+    )
     age = q.oldest_pending_age_seconds
     lines.append(
         "Pendente mais antigo: "
@@ -242,9 +245,10 @@ def render_status(status: StatusReport, listen: str) -> str:
     )
     day, hour = status.last_24h, status.last_hour
     rate = "sem tentativas" if day.success_rate is None else f"{day.success_rate:.1%}"
+    ignored = f" ({day.ignored} ignorados, à parte)" if day.ignored else ""
     lines.append(
         f"Últimas 24 h: {day.attempts} tentativas, {day.succeeded} com sucesso, "
-        f"{day.errors} erros; taxa de sucesso {rate}"
+        f"{day.errors} erros; taxa de sucesso {rate}{ignored}"
     )
     lines.append(f"Última hora: {hour.succeeded} enviados com sucesso ({hour.attempts} tentativas)")
     lines.extend(_render_accounts(status.accounts, listen))

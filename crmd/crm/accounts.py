@@ -31,6 +31,7 @@ CONNECTION_KEYS = (
     "timeout_seconds",
     "connect_timeout_seconds",
     "venda_situacao_id",
+    "venda_situacao_cancelada_id",
     "situacoes",
     "lojas_crm",
     "venda_codigo_prefix",

@@ -347,13 +347,17 @@ class Engine:
             self.stats.retried += 1
         elif settled in ("postponed", "released", "deferred"):
             self.stats.released += 1
+        elif settled == "ignored":
+            self.stats.ignored += 1
+            self.stats.ignored_by_entity[item.entidade] += 1
         else:
             self.stats.failed += 1
             self.stats.failed_by_entity[item.entidade] += 1
         if settled in ("released", "deferred"):
             return  # nothing was sent: no attempt to report
-        event = "synced" if outcome.success else "sync_failed"
-        (log.info if outcome.success else log.warning)(
+        ignored = settled == "ignored"
+        event = "synced" if outcome.success else "ignored" if ignored else "sync_failed"
+        (log.info if outcome.success or ignored else log.warning)(
             event,
             queue_id=item.id,
             loja_id=item.loja_id,

@@ -2,7 +2,9 @@
 
     upsert: known CRM id -> PUT (gone -> create again); unknown -> look up by natural key ->
             link and PUT, or create (the intent committed first, so a crash cannot duplicate)
-    delete: DELETE (already gone counts as done)
+    delete: inactivate (GET, PUT), DELETE or nothing, as [sync] on_delete says (already gone
+            counts as done)
+    unsupported entity (atividades at GestãoClick): "ignorado", or failed if so configured
     venda:  its cliente and produtos must have CRM ids first; missing ones are put ahead in the
             queue and the venda waits, without spending an attempt
 
@@ -77,9 +79,10 @@ class Syncer:
     async def _send(self, work: Work) -> Outcome:
         item, account, provider = work.item, work.account, work.account.provider
         if not provider.supports(item.entidade):
-            return Outcome.failed(
-                f"{item.entidade} não é suportado pelo provedor {provider.name}", retryable=False
-            )
+            unsupported = f"{item.entidade} não é suportado pelo provedor {provider.name}"
+            if self._settings().sync.on_unsupported == "fail":
+                return Outcome.failed(unsupported, retryable=False)
+            return Outcome.ignored(f"{unsupported}: ignorado ([sync] on_unsupported)")
         if item.acao == "delete" or work.row is None:
             return await self._delete(work)
         unusable = check_row(work.row)
@@ -161,6 +164,14 @@ class Syncer:
             raise
 
     async def _delete(self, work: Work) -> Outcome:
+        """The record is gone from the ERP: its CRM record is inactivated, deleted or left as it
+        is (`[sync] on_delete`). Inactivated or left, it stays linked, so a record that comes
+        back is updated, not created again."""
+        on_delete = self._settings().sync.on_delete
+        if on_delete == "ignore":
+            return Outcome.kept(
+                work.external_id, 'exclusão ignorada ([sync] on_delete = "ignore"): nada enviado'
+            )
         external_id = work.external_id
         if not external_id and work.create_unsure and work.unsure_key:
             # A create in doubt: the CRM may hold the record after all. Find it to delete it.
@@ -175,13 +186,19 @@ class Syncer:
                     retryable=False,
                 )
             return Outcome.removed("não existe no CRM; nada a remover")
+        provider = work.account.provider
         try:
-            await work.account.provider.delete(work.item.entidade, external_id)
+            if on_delete == "delete":
+                await provider.delete(work.item.entidade, external_id)
+            else:
+                await provider.inactivate(work.item.entidade, external_id)
         except CrmError as exc:
             if exc.kind is not ErrorKind.NOT_FOUND:
                 raise
             return Outcome.removed("já não existia no CRM")
-        return Outcome.removed("removido")
+        if on_delete == "delete":
+            return Outcome.removed("removido")
+        return Outcome.kept(external_id, "inativado no CRM (excluído no ERP)")
 
     async def _resolve(
         self, conta: str, needs: tuple[tuple[str, int], ...]

@@ -44,6 +44,8 @@ class Stats:
     failed: int = 0
     retried: int = 0
     released: int = 0
+    ignored: int = 0  # items of an entity the CRM has no resource for
     requests: int = 0
     by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     failed_by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    ignored_by_entity: dict[str, int] = field(default_factory=lambda: defaultdict(int))

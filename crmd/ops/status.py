@@ -26,7 +26,7 @@ from crmd.store import budget, instances, mapping, reports
 RECENT_ERRORS = 10
 # An instance whose heartbeat (every 5 s) is older than this is shown as gone.
 ALIVE_SECONDS = 15.0
-STATES = ("pendente", "processando", "falhou")
+STATES = ("pendente", "processando", "falhou", "ignorado")
 
 
 class QueueReport(BaseModel):
@@ -36,6 +36,9 @@ class QueueReport(BaseModel):
     in_flight_total: int
     failed: dict[str, int]
     failed_total: int
+    # Items of an entity the CRM has no resource for ("ignorado"), until the cleanup: not failed.
+    ignored: dict[str, int] = {}
+    ignored_total: int = 0
     oldest_pending_at: str | None
     oldest_pending_age_seconds: float | None
 
@@ -45,6 +48,7 @@ class DayReport(BaseModel):
     succeeded: int
     errors: int
     success_rate: float | None
+    ignored: int = 0  # not attempts: counted apart
 
 
 class HourReport(BaseModel):
@@ -121,6 +125,7 @@ class StatsReport(BaseModel):
     retried: int
     released: int
     requests: int
+    ignored: int = 0
 
 
 class DaemonReport(BaseModel):
@@ -184,6 +189,8 @@ async def report(
             in_flight_total=sum(depth["processando"].values()),
             failed=depth["falhou"],
             failed_total=sum(depth["falhou"].values()),
+            ignored=depth["ignorado"],
+            ignored_total=sum(depth["ignorado"].values()),
             oldest_pending_at=_iso(oldest),
             oldest_pending_age_seconds=(
                 None if oldest is None else max((now - oldest).total_seconds(), 0.0)
@@ -194,6 +201,7 @@ async def report(
             succeeded=rates["succeeded_24h"],
             errors=attempts - rates["succeeded_24h"],
             success_rate=None if not attempts else rates["succeeded_24h"] / attempts,
+            ignored=rates["ignored_24h"],
         ),
         last_hour=HourReport(attempts=rates["attempts_1h"], succeeded=rates["succeeded_1h"]),
         recent_errors=[
@@ -295,6 +303,7 @@ def daemon_report(
             retried=stats.retried,
             released=stats.released,
             requests=stats.requests,
+            ignored=stats.ignored,
         ),
         token_configured=token_configured,
     )

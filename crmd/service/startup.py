@@ -110,8 +110,9 @@ async def run_once(settings: Settings) -> Stats:
 def summary(stats: Stats, elapsed: float) -> str:
     """The old cron's line: processados n/m, erros, tempo."""
     attempted = stats.succeeded + stats.failed + stats.retried
+    ignored = f", ignorados {stats.ignored}" if stats.ignored else ""
     return (
         f"processados {stats.succeeded}/{attempted}, erros {stats.failed + stats.retried} "
-        f"({stats.failed} definitivos), adiados {stats.released}, "
+        f"({stats.failed} definitivos){ignored}, adiados {stats.released}, "
         f"requisições {stats.requests}, tempo {elapsed:.1f}s"
     )

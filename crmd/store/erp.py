@@ -93,3 +93,48 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
         except ValueError as exc:
             raise RowError(f"coluna itens: JSON inválido: {exc}") from None
     return row
+
+
+async def columns(conn: asyncpg.Connection, query: str) -> list[str]:
+    """The columns a query returns, read from the server's description of it (it is prepared,
+    not run): what a source query offers before any row is read."""
+    return [a.name for a in (await conn.prepare(query)).get_attributes()]
+
+
+async def probe_load(
+    conn: asyncpg.Connection, entidade: str, sources: SourcesSettings
+) -> list[str]:
+    """Run the query that loads `entidade` (for no id at all) and return its columns: whether
+    it works against this database, before the engine needs it."""
+    statement = await conn.prepare(sources.load_query(entidade) or queries[f"load_{entidade}"])
+    await statement.fetch([])
+    return [a.name for a in statement.get_attributes()]
+
+
+async def probe_listing(conn: asyncpg.Connection, listing: str) -> list[str]:
+    """Run a listing query (reading no row) and return its columns."""
+    statement = await conn.prepare(queries["listing_probe"].replace("/*listing*/", listing, 1))
+    await statement.fetch()
+    return [a.name for a in statement.get_attributes()]
+
+
+def lojas_listing(sources: SourcesSettings) -> str:
+    """The query listing every loja's id."""
+    return sources.lojas_query() or queries["list_lojas"]
+
+
+async def listed(
+    conn: asyncpg.Connection,
+    listing: str,
+    *,
+    after: int,
+    limit: int,
+    lojas: Sequence[int] | None,
+    days: int | None,
+) -> list[asyncpg.Record]:
+    """A chunk of the records a listing query names (loja_id, id), in id order after `after`."""
+    sql = queries["plan_listed"].replace("/*listing*/", listing, 1)
+    rows: list[asyncpg.Record] = await conn.fetch(
+        sql, after, limit, None if lojas is None else list(lojas), days
+    )
+    return rows

@@ -6,7 +6,8 @@ POST), so the next attempt looks the record up before creating it again.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import asyncpg
@@ -67,3 +68,59 @@ async def uncertain(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record
     sincronizado_em), newest first."""
     rows: list[asyncpg.Record] = await conn.fetch(queries["map_uncertain"], limit)
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class ImportVerdict:
+    """How many rows of a map import got one verdict ('novo', 'igual', 'divergente'...), some
+    of them as examples, and how many links the import wrote."""
+
+    verdict: str
+    count: int
+    examples: list[dict[str, str | None]]
+    written: int
+
+
+async def import_links(
+    conn: asyncpg.Connection,
+    listing: str,
+    entidade: str,
+    own_accounts: Mapping[int, str],
+    *,
+    loja_required: bool,
+    dry_run: bool,
+    examples: int,
+) -> list[ImportVerdict]:
+    """Link ERP records to the CRM ids the query `listing` returns (columns id, external_id and
+    optionally loja_id; see map_import_apply), in one transaction; rolled back on a dry run.
+    `own_accounts`: the lojas with CRM accounts of their own, and those accounts' names."""
+    stage = queries["map_import_stage"].replace("/*listing*/", listing, 1)
+    tr = conn.transaction()
+    await tr.start()
+    try:
+        await conn.execute(stage)
+        rows = await conn.fetch(
+            queries["map_import_apply"],
+            entidade,
+            list(own_accounts),
+            list(own_accounts.values()),
+            loja_required,
+            dry_run,
+            examples,
+        )
+    except BaseException:
+        await tr.rollback()
+        raise
+    if dry_run:
+        await tr.rollback()
+    else:
+        await tr.commit()
+    return [
+        ImportVerdict(
+            r["verdict"],
+            int(r["n"]),
+            [json.loads(e) for e in r["examples"] or []],
+            int(r["written"]),
+        )
+        for r in rows
+    ]

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
-from crmd.model import Entry, Item, NewItem, OutcomeKind, RetryPolicy, Settled
+from crmd.model import Entry, Item, NewItem, Outcome, OutcomeKind, RetryPolicy, Settled
 from crmd.store.sql import queries
 
 
@@ -93,6 +93,8 @@ def _transition(entry: Entry, policy: RetryPolicy) -> tuple[Settled, str, float,
         return "released", "devolver" if outcome.started else "soltar", outcome.delay, None
     if kind is OutcomeKind.DEFERRED:
         return "deferred", "adiar", outcome.delay, None
+    if kind is OutcomeKind.IGNORED:
+        return "ignored", "ignorado", 0.0, None
     delay = policy.retry_in(entry.item.tentativas, retryable=outcome.retryable)
     if delay is not None:
         return "retry", "pendente", delay, None
@@ -113,7 +115,7 @@ async def settle(
     rows = []
     for e, (_, estado, delay, mapa) in zip(entries, plans, strict=True):
         i, o = e.item, e.outcome
-        status = ("sucesso" if o.success else "erro") if o.logged else None
+        status = _log_status(o) if o.logged else None
         rows.append(
             (
                 i.id,
@@ -138,6 +140,12 @@ async def settle(
         )
     results: list[str] = await conn.fetchval(queries["settle"], rows)
     return [_SETTLED.get(r, plan[0]) for plan, r in zip(plans, results, strict=True)]
+
+
+def _log_status(outcome: Outcome) -> str:
+    if outcome.kind is OutcomeKind.IGNORED:
+        return "ignorado"
+    return "sucesso" if outcome.success else "erro"
 
 
 # What crm_sync_settle_v2 says, where it overrides the plan: a stale lease changed nothing; a
@@ -212,3 +220,19 @@ async def _retry_once(
         )
         await conn.execute(queries["wake_workers"])
     return row
+
+
+async def open_items(
+    conn: asyncpg.Connection,
+    *,
+    after: int,
+    limit: int,
+    entidade: str | None,
+    lojas: Sequence[int] | None,
+) -> list[asyncpg.Record]:
+    """Open items (pending or in flight) after queue id `after`, in id order: (id, loja_id,
+    entidade, entidade_id, acao)."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        queries["plan_pending"], after, limit, entidade, None if lojas is None else list(lojas)
+    )
+    return rows

@@ -1,9 +1,10 @@
 """What a CRM provider does for crmd.
 
-A provider turns an ERP row into the CRM's payload and performs four operations per entity:
-create, update, delete, and find by natural key (the key that identifies a record without its CRM
-id: a cliente's CPF/CNPJ, a produto's code). The engine decides which to call; the provider knows
-the CRM's paths, shapes and error conventions. Adding a CRM means one new module.
+A provider turns an ERP row into the CRM's payload and performs five operations per entity:
+create, update, delete, inactivate, and find by natural key (the key that identifies a record
+without its CRM id: a cliente's CPF/CNPJ, a produto's code). The engine decides which to call;
+the provider knows the CRM's paths, shapes and error conventions. Adding a CRM means one new
+module.
 
 Beside the flow, a provider answers the questions an operator asks before and while syncing
 (`crmd check-config`, `crmd doctor`): which source columns it cannot send, whether the account's
@@ -80,6 +81,12 @@ class Provider(Protocol):
 
     async def delete(self, entidade: str, external_id: str) -> None:
         """Raises CrmError(NOT_FOUND) when the record is already gone."""
+        ...
+
+    async def inactivate(self, entidade: str, external_id: str) -> None:
+        """Keep the record but mark it inactive (`[sync] on_delete = "inactivate"`, the record
+        deleted in the ERP). Raises CrmError(NOT_FOUND) when it is gone, PERMANENT when the
+        config lacks what it takes (a venda's cancel situação)."""
         ...
 
     async def find(

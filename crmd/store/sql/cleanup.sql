@@ -14,13 +14,14 @@ DELETE FROM crm_sync_log
  WHERE id IN (SELECT id FROM crm_sync_log WHERE criado_em < $1 ORDER BY criado_em LIMIT $2);
 
 -- name: cleanup_queue_count
-SELECT count(*) FROM crm_sync_queue WHERE estado = 'concluido' AND processado_em < $1;
+SELECT count(*) FROM crm_sync_queue
+ WHERE estado IN ('concluido', 'ignorado') AND processado_em < $1;
 
 -- name: cleanup_queue_batch
--- Done items only (failed ones wait for a person), by processado_em through the partial index
--- crm_sync_queue_done_idx; batched like the log.
+-- Done and ignored items only (failed ones wait for a person), by processado_em through the
+-- partial index crm_sync_queue_done_idx; batched like the log.
 DELETE FROM crm_sync_queue
  WHERE id IN (SELECT id FROM crm_sync_queue
-               WHERE estado = 'concluido' AND processado_em < $1
+               WHERE estado IN ('concluido', 'ignorado') AND processado_em < $1
                ORDER BY processado_em
                LIMIT $2);

@@ -63,3 +63,24 @@ SELECT l.id::integer AS id FROM (
 SELECT l.id::integer AS id FROM (
 /*listing*/
 ) AS l WHERE l.id = ANY($1::integer[]) ORDER BY l.id;
+
+-- name: listing_probe
+-- `crmd doctor`: whether a listing query (spliced in: [sources] <entidade>_enqueue or lojas,
+-- [map_import] <entidade>) runs, and which columns it gives; LIMIT 0 reads no row.
+SELECT * FROM (
+/*listing*/
+) AS s LIMIT 0;
+
+-- name: plan_listed
+-- `crmd plan --full`: what `crmd enqueue` would put in the queue, read only: the records a
+-- listing query (spliced in) names, in id order after $1, at most $2, of lojas $3 (NULL: every
+-- loja), dated within $4 days (NULL: any date); as enqueue_listed in queue.sql filters them.
+SELECT s.loja_id::integer AS loja_id, s.id::bigint AS id
+  FROM (
+/*listing*/
+       ) AS s
+ WHERE s.id > $1::bigint
+   AND ($3::integer[] IS NULL OR s.loja_id = ANY($3::integer[]))
+   AND ($4::integer IS NULL OR s.data >= current_date - $4::integer)
+ ORDER BY s.id
+ LIMIT $2;

@@ -42,3 +42,84 @@ SELECT m.conta, m.entidade, m.entidade_id, m.chave, m.sincronizado_em
                       AND q.entidade = m.entidade AND q.entidade_id = m.entidade_id)
  ORDER BY m.sincronizado_em DESC
  LIMIT $1;
+
+-- name: map_import_stage
+-- `crmd map import`, step 1: the rows of the import query (configuration or the operator's
+-- --query, spliced in by crmd/store/mapping.py) staged as text in a temporary table of this
+-- transaction. Read through to_jsonb so the optional `loja_id` may be absent from the query and
+-- any column type (integer, numeric, text) arrives as its text. No parameters: PostgreSQL takes
+-- none in CREATE TABLE AS.
+CREATE TEMP TABLE crmd_map_import ON COMMIT DROP AS
+SELECT r.j ->> 'id' AS id_text,
+       NULLIF(btrim(r.j ->> 'external_id'), '') AS external_id,
+       r.j ->> 'loja_id' AS loja_text
+  FROM (SELECT to_jsonb(s) AS j FROM (
+/*listing*/
+       ) AS s) AS r;
+
+-- name: map_import_apply
+-- Step 2: judge each staged row and link the new ones, in one statement. $1 entidade; $2, $3 the
+-- lojas with CRM accounts of their own and those accounts' names (every other loja is account
+-- 'default', as the engine names them); $4 whether rows need a loja_id (some lojas have accounts
+-- of their own); $5 dry run (judge, write nothing); $6 how many examples of each problem to
+-- return. A row is linked only when neither side is linked already: an ERP record linked to
+-- another CRM record is kept as it is ('divergente'), and a CRM record linked to another ERP
+-- record is not linked twice ('ocupado'); a create in doubt (a marker without a CRM id) is
+-- resolved by the imported id. Pairs repeated in the query count once; an ERP record with two
+-- CRM ids, or a CRM id for two ERP records, is ambiguous ('duplicado') and left alone. Links are
+-- written without a payload hash, so the first run sends each record once (a PUT). Returns one
+-- row per verdict: how many, examples, and how many links were written.
+WITH typed AS (
+    SELECT DISTINCT id_text, external_id, loja_text,
+           CASE WHEN id_text ~ '^[0-9]{1,18}$' THEN id_text::bigint END AS entidade_id,
+           CASE WHEN loja_text ~ '^[0-9]{1,9}$' THEN loja_text::integer END AS loja_id
+      FROM pg_temp.crmd_map_import
+), keyed AS (
+    SELECT t.*,
+           COALESCE((SELECT a.conta FROM unnest($2::integer[], $3::text[]) AS a (loja, conta)
+                      WHERE a.loja = t.loja_id), 'default') AS conta
+      FROM typed t
+), counted AS (
+    SELECT k.*,
+           count(*) OVER (PARTITION BY k.conta, k.entidade_id) AS per_record,
+           count(*) OVER (PARTITION BY k.conta, k.external_id) AS per_crm_record
+      FROM keyed k
+), judged AS (
+    SELECT c.*, m.external_id AS linked_to, o.entidade_id AS owner,
+           CASE
+               WHEN c.entidade_id IS NULL THEN 'id_invalido'
+               WHEN c.external_id IS NULL OR c.external_id !~ '^[0-9]{1,18}$'
+                   THEN 'external_id_invalido'
+               WHEN $4::boolean AND c.loja_id IS NULL THEN 'sem_loja'
+               WHEN c.per_record > 1 OR c.per_crm_record > 1 THEN 'duplicado'
+               WHEN m.external_id = c.external_id THEN 'igual'
+               WHEN m.external_id IS NOT NULL THEN 'divergente'
+               WHEN o.entidade_id IS NOT NULL THEN 'ocupado'
+               ELSE 'novo'
+           END AS verdict
+      FROM counted c
+      LEFT JOIN crm_sync_map m
+        ON m.conta = c.conta AND m.entidade = $1 AND m.entidade_id = c.entidade_id
+      LEFT JOIN crm_sync_map o
+        ON o.conta = c.conta AND o.entidade = $1 AND o.external_id = c.external_id
+       AND o.entidade_id <> c.entidade_id
+), written AS (
+    INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash)
+    SELECT conta, $1, entidade_id, external_id, NULL
+      FROM judged
+     WHERE verdict = 'novo' AND NOT $5::boolean
+    ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
+       SET external_id = EXCLUDED.external_id, payload_hash = NULL, chave = NULL,
+           sincronizado_em = now()
+     WHERE crm_sync_map.external_id IS NULL
+    RETURNING 1
+)
+SELECT verdict, count(*) AS n,
+       (array_agg(json_build_object('id', id_text, 'external_id', external_id,
+                                    'loja_id', loja_text, 'conta', conta,
+                                    'linked_to', linked_to, 'owner', owner)::text
+                  ORDER BY id_text) FILTER (WHERE verdict NOT IN ('novo', 'igual')))[1:$6]
+           AS examples,
+       (SELECT count(*) FROM written) AS written
+  FROM judged
+ GROUP BY verdict;

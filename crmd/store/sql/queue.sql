@@ -204,3 +204,14 @@ SELECT (SELECT count(*) FROM revived) AS revived,
 -- name: wake_workers
 -- The trigger notifies on INSERT only; an UPDATE back to pending must say so itself (at commit).
 SELECT pg_notify('crm_sync', '');
+
+-- name: plan_pending
+-- `crmd plan`: the open items (pending, or in flight now), in id order after $1, at most $2, of
+-- entity $3 and lojas $4 (NULL: any). Reads only the claim index's rows.
+SELECT id, loja_id, entidade, entidade_id, acao
+  FROM crm_sync_queue
+ WHERE estado IN ('pendente', 'processando') AND id > $1::bigint
+   AND ($3::text IS NULL OR entidade = $3::text)
+   AND ($4::integer[] IS NULL OR loja_id = ANY($4::integer[]))
+ ORDER BY id
+ LIMIT $2;

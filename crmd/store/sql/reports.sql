@@ -3,26 +3,30 @@
 -- milliseconds however many finished rows the queue and the log hold.
 
 -- name: queue_depth
--- Open and failed items per state and entity, with the oldest creation time: an index-only scan
--- of crm_sync_queue_ops_idx (0002_ops.sql). Done items are not counted; they are most of the
--- table and nobody needs their number in a hurry.
+-- Open, failed and ignored items per state and entity, with the oldest creation time: an
+-- index-only scan of crm_sync_queue_ops_idx (0006_old_system.sql). Done items are not counted;
+-- they are most of the table and nobody needs their number in a hurry. Ignored ones stay until
+-- the cleanup removes them with the done ones.
 SELECT estado, entidade, count(*) AS n, min(criado_em) AS oldest,
        EXTRACT(EPOCH FROM now() - min(criado_em))::float8 AS oldest_age
   FROM crm_sync_queue
- WHERE estado IN ('pendente', 'processando', 'falhou')
+ WHERE estado IN ('pendente', 'processando', 'falhou', 'ignorado')
  GROUP BY estado, entidade;
 
 -- name: log_rates
 -- Attempts and successes over the last 24 h and the last hour, through the log's criado_em index;
--- and the server's clock, which every age shown is measured against.
+-- and the server's clock, which every age shown is measured against. Ignored items and the
+-- lookups of `crmd plan --lookups` (acao 'consulta') are no attempts to send: counted apart.
 SELECT now() AS now,
-       count(*) AS attempts_24h,
-       count(*) FILTER (WHERE status = 'sucesso') AS succeeded_24h,
-       count(*) FILTER (WHERE criado_em > now() - interval '1 hour') AS attempts_1h,
-       count(*) FILTER (WHERE status = 'sucesso' AND criado_em > now() - interval '1 hour')
-           AS succeeded_1h
-  FROM crm_sync_log
- WHERE criado_em > now() - interval '24 hours';
+       count(*) FILTER (WHERE sent) AS attempts_24h,
+       count(*) FILTER (WHERE sent AND status = 'sucesso') AS succeeded_24h,
+       count(*) FILTER (WHERE status = 'ignorado') AS ignored_24h,
+       count(*) FILTER (WHERE sent AND criado_em > now() - interval '1 hour') AS attempts_1h,
+       count(*) FILTER (WHERE sent AND status = 'sucesso'
+                          AND criado_em > now() - interval '1 hour') AS succeeded_1h
+  FROM (SELECT status, criado_em, status <> 'ignorado' AND acao <> 'consulta' AS sent
+          FROM crm_sync_log
+         WHERE criado_em > now() - interval '24 hours') AS l;
 
 -- name: last_errors
 -- Newest first, from the partial index on errors (0002_ops.sql).

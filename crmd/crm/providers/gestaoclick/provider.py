@@ -34,6 +34,12 @@ MAX_LOOKUP_PAGES = 10
 _MAX_LIST_PAGES = 50
 _FILTERS = {"clientes": "cpf_cnpj", "produtos": "codigo", "vendas": "codigo"}
 """The list filter each natural key is searched with (not the field's own name)."""
+_PUT_REQUIRED = {
+    "clientes": ("tipo_pessoa", "nome"),
+    "produtos": ("nome", "codigo_interno", "valor_custo"),
+    "vendas": ("cliente_id", "data", "situacao_id"),
+}
+"""What a PUT must carry, as a POST does (GestãoClick's documentation)."""
 
 
 @dataclass(frozen=True)
@@ -102,8 +108,8 @@ class GestaoClick:
             return []
         accepted = ", ".join(sorted(fields.EXTRA[entidade]))
         return [
-            f"[sources] {entidade}: column {column!r} is neither mapped by crmd nor a GestãoClick "
-            f"field it can send (documented fields it takes: {accepted})"
+            f"[sources] {entidade}: a coluna {column!r} não é mapeada pelo crmd nem é um campo do "
+            f"GestãoClick que ele possa enviar (campos documentados aceitos: {accepted})"
             for column in fields.unknown_columns(entidade, columns)
         ]
 
@@ -121,6 +127,37 @@ class GestaoClick:
 
     async def delete(self, entidade: str, external_id: str) -> None:
         answers.data(await self.transport.request("DELETE", f"/{entidade}/{external_id}"))
+
+    async def inactivate(self, entidade: str, external_id: str) -> None:
+        """GET the record, then PUT back the fields a PUT requires, as the CRM holds them, with
+        its loja and `ativo` "0" (a venda: the cancel situação). A field left out keeps its
+        value, so nothing else changes; the response's shapes (numbers where a request takes
+        text) never go back. Already inactive: nothing is sent after the GET."""
+        if entidade not in SUPPORTED:
+            raise CrmError(ErrorKind.UNSUPPORTED, f"{entidade} não é suportado pelo GestãoClick")
+        cancel = self.settings.venda_situacao_cancelada_id
+        if entidade == "vendas" and not cancel:
+            raise CrmError(
+                ErrorKind.PERMANENT,
+                f"venda excluída no ERP e sem situação de cancelamento: defina [{self.section}] "
+                "venda_situacao_cancelada_id (um id de GET /situacoes_vendas), ou [sync] "
+                'on_delete = "delete" ou "ignore"',
+            )
+        path = f"/{entidade}/{external_id}"
+        record = answers.data(await self.transport.request("GET", path))
+        if not isinstance(record, dict):
+            raise CrmError(ErrorKind.RETRYABLE, f"GET {path}: a resposta não traz o registro")
+        if entidade == "vendas":
+            field, value = "situacao_id", cancel
+        else:
+            field, value = "ativo", "0"
+        if str(record.get(field) or "") == value:
+            return
+        body = {name: _text(record.get(name)) for name in _PUT_REQUIRED[entidade]}
+        if record.get("loja_id") not in (None, ""):
+            body["loja_id"] = str(record["loja_id"])
+        body[field] = value
+        answers.data(await self.transport.request("PUT", path, body=body))
 
     async def find(
         self, entidade: str, natural_key: str, scope: Mapping[str, str] | None = None
@@ -166,23 +203,29 @@ class GestaoClick:
     def situacao_problems(self, listed: Sequence[Situacao]) -> list[str]:
         """What in the config's situações the account does not have, as messages naming keys."""
         known = {s.id for s in listed}
-        have = "; ".join(f"{s.id} {s.nome}" for s in listed) or "none"
+        have = "; ".join(f"{s.id} {s.nome}" for s in listed) or "nenhuma"
         problems = []
         default = self.settings.venda_situacao_id
         if not default:
             problems.append(
-                f"[{self.section}] venda_situacao_id is empty: a venda whose row carries no "
-                f"situação mapped in [{self.section}.situacoes] will fail (situações: {have})"
+                f"[{self.section}] venda_situacao_id está vazio: uma venda cuja linha não traz "
+                f"situação mapeada em [{self.section}.situacoes] vai falhar (situações: {have})"
             )
         elif default not in known:
             problems.append(
-                f"[{self.section}] venda_situacao_id = {default!r}: the account has no such "
+                f"[{self.section}] venda_situacao_id = {default!r}: a conta não tem essa situação "
+                f"(situações: {have})"
+            )
+        cancel = self.settings.venda_situacao_cancelada_id
+        if cancel and cancel not in known:
+            problems.append(
+                f"[{self.section}] venda_situacao_cancelada_id = {cancel!r}: a conta não tem essa "
                 f"situação (situações: {have})"
             )
         for erp, crm_id in self.settings.situacoes.items():
             if crm_id not in known:
                 problems.append(
-                    f"[{self.section}.situacoes] {erp!r} = {crm_id!r}: the account has no such "
+                    f"[{self.section}.situacoes] {erp!r} = {crm_id!r}: a conta não tem essa "
                     f"situação (situações: {have})"
                 )
         return problems
@@ -190,9 +233,9 @@ class GestaoClick:
     def loja_problems(self, listed: Sequence[Loja]) -> list[str]:
         """What in the config's lojas the company does not have, as messages naming keys."""
         known = {loja.id for loja in listed}
-        have = "; ".join(f"{loja.id} {loja.nome}" for loja in listed) or "none"
+        have = "; ".join(f"{loja.id} {loja.nome}" for loja in listed) or "nenhuma"
         return [
-            f"[{self.section}.lojas_crm] {erp} = {crm_id!r}: the company has no such loja "
+            f"[{self.section}.lojas_crm] {erp} = {crm_id!r}: a empresa não tem essa loja "
             f"(lojas: {have})"
             for erp, crm_id in self.settings.lojas_crm.items()
             if crm_id not in known
@@ -221,13 +264,13 @@ class GestaoClick:
         enveloped = isinstance(body, dict) and body.get("status") in ("success", "error")
         accepted = enveloped and 200 <= resp.status < 300 and body.get("status") == "success"
         if accepted:
-            message = "answers and accepts the tokens"
+            message = "responde e aceita os tokens"
         elif not enveloped:
-            message = f"HTTP {resp.status} without GestãoClick's JSON envelope: not its API"
+            message = f"HTTP {resp.status} sem o envelope JSON do GestãoClick: não é a sua API"
         elif resp.status in (401, 403):
-            message = f"answers but refuses the tokens ({resp.status}: {answers.message(body)})"
+            message = f"responde mas recusa os tokens ({resp.status}: {answers.message(body)})"
         else:
-            message = f"answers {resp.status}: {answers.message(body)}"
+            message = f"responde {resp.status}: {answers.message(body)}"
         return Probe(url, enveloped, accepted, resp.status, message)
 
     async def _list_all(self, path: str) -> list[dict[str, Any]]:
@@ -243,6 +286,10 @@ class GestaoClick:
                 break
             page = following
         return rows
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _is_ours(entidade: str, key: str, scope: Mapping[str, str], record: Mapping[str, Any]) -> bool:
