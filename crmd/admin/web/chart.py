@@ -45,6 +45,15 @@ def _nice_top(value: float) -> float:
     return 10 * scale
 
 
+def _axis(value: float) -> str:
+    """An axis label that fits its margin: "500", "20 mil", "1,5 mi"."""
+    if value >= 1_000_000:
+        return f"{ptbr.number(value / 1_000_000, 0 if value % 1_000_000 == 0 else 1)} mi"
+    if value >= 10_000:
+        return f"{ptbr.number(value / 1000, 0 if value % 1000 == 0 else 1)} mil"
+    return ptbr.number(value)
+
+
 def _frame(series: Series, top: float, label: str) -> list[str]:
     """Axes, grid lines with their values, and an hour label every 6 h in the zone."""
     parts = []
@@ -53,7 +62,7 @@ def _frame(series: Series, top: float, label: str) -> list[str]:
         parts.append(
             f'<line class="grade" x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y:.1f}" y2="{y:.1f}"/>'
             f'<text class="eixo" x="{LEFT - 6}" y="{y + 4:.1f}" text-anchor="end">'
-            f"{ptbr.number(top * fraction)}</text>"
+            f"{_axis(top * fraction)}</text>"
         )
     tz = zoneinfo.ZoneInfo(series.timezone)
     first = datetime.fromtimestamp(series.since, tz).replace(minute=0, second=0, microsecond=0)
