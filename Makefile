@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 CODE := crmd tests $(wildcard bench)
 
-.PHONY: test lint fmt run bench chaos clean browser
+.PHONY: test lint fmt run clean-run bench chaos clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ fmt: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m crmd.dev.demo
+
+# The demo afresh: its PostgreSQL, the development CRM's records and the admin token go (stop
+# `make run` first).
+clean-run:
+	rm -rf .run
 
 bench: $(STAMP)
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)

@@ -43,23 +43,62 @@ class ConfigError(Exception):
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    def _load_secret_files(self, *names: str) -> None:
-        """Fill `name` from `name_file` (env vars such as $CREDENTIALS_DIRECTORY are expanded)."""
+    def _check_secret_pairs(self, *names: str) -> None:
         for name in names:
-            inline: SecretStr | None = getattr(self, name)
+            if getattr(self, name) is not None and getattr(self, f"{name}_file") is not None:
+                raise ValueError(f"defina {name} ou {name}_file, não os dois")
+
+    def _read_secret_files(self, prefix: str, *names: str) -> list[tuple[str, str]]:
+        """Fill `name` from `name_file`, when asked for (see `Settings.read_secrets`): a
+        command that does not need a secret never reads its file. Returns the problems."""
+        problems = []
+        for name in names:
             file: str | None = getattr(self, f"{name}_file")
-            if file is None:
+            if file is None or getattr(self, name) is not None:
                 continue
-            if inline is not None:
-                raise ValueError(f"set either {name} or {name}_file, not both")
-            path = Path(os.path.expandvars(file))
             try:
-                text = path.read_text(encoding="utf-8").rstrip("\r\n")
-            except OSError as exc:
-                raise ValueError(f"{name}_file: cannot read {path}: {exc.strerror}") from None
-            if not text:
-                raise ValueError(f"{name}_file: {path} is empty")
+                text = read_secret_file(file)
+            except ValueError as exc:
+                problems.append((f"{prefix}.{name}_file", str(exc)))
+                continue
             object.__setattr__(self, name, SecretStr(text))
+        return problems
+
+
+_UNSET_VAR = re.compile(r"\$\{?(\w+)\}?")
+
+
+def read_secret_file(file: str) -> str:
+    """A secret's file (environment variables such as $CREDENTIALS_DIRECTORY expanded); a
+    ValueError says what to do when it cannot be read."""
+    path_text = os.path.expandvars(file)
+    unset = _UNSET_VAR.search(path_text)
+    if unset and unset[1] == "CREDENTIALS_DIRECTORY":
+        raise ValueError(
+            f"{file}: $CREDENTIALS_DIRECTORY não está definido; ele só existe dentro da unit do "
+            "systemd (LoadCredential=). Fora dela, aponte para os arquivos, como root: "
+            "CREDENTIALS_DIRECTORY=/etc/crmd/credentials crmd ..."
+        )
+    if unset:
+        raise ValueError(f"{file}: a variável ${unset[1]} não está definida")
+    path = Path(path_text)
+    try:
+        text = path.read_text(encoding="utf-8").rstrip("\r\n")
+    except OSError as exc:
+        raise ValueError(f"não foi possível ler {path}: {_os_reason(exc)}") from None
+    if not text:
+        raise ValueError(f"{path} está vazio")
+    return text
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, FileNotFoundError):
+        return "o arquivo não existe"
+    if isinstance(exc, PermissionError):
+        return "permissão negada"
+    if isinstance(exc, IsADirectoryError):
+        return "é uma pasta"
+    return exc.strerror or type(exc).__name__
 
 
 class DatabaseSettings(_Section):
@@ -78,8 +117,8 @@ class DatabaseSettings(_Section):
     @model_validator(mode="after")
     def _check(self) -> Self:
         if self.pool_min_size > self.pool_max_size:
-            raise ValueError("pool_min_size must not exceed pool_max_size")
-        self._load_secret_files("password")
+            raise ValueError("pool_min_size não pode passar de pool_max_size")
+        self._check_secret_pairs("password")
         return self
 
 
@@ -142,7 +181,7 @@ class CrmAccountSettings(_Section):
     @classmethod
     def _base_url(cls, value: str) -> str:
         if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
+            raise ValueError("deve começar com http:// ou https://")
         return value.rstrip("/")
 
     @field_validator("venda_situacao_id", "venda_situacao_cancelada_id", "produto_valor_tipo_id")
@@ -150,7 +189,7 @@ class CrmAccountSettings(_Section):
     def _optional_id(cls, value: str) -> str:
         value = value.strip()
         if value and not value.isdigit():
-            raise ValueError(f"{value!r} is not a GestãoClick id (digits, or empty for none)")
+            raise ValueError(f"{value!r} não é um id do GestãoClick (dígitos, ou vazio)")
         return value
 
     @field_validator("situacoes")
@@ -158,9 +197,11 @@ class CrmAccountSettings(_Section):
     def _situacoes(cls, value: dict[str, str]) -> dict[str, str]:
         for key, crm_id in value.items():
             if not key.strip():
-                raise ValueError("an empty ERP situação cannot be mapped")
+                raise ValueError("uma situação vazia do ERP não pode ser mapeada")
             if not crm_id.strip().isdigit():
-                raise ValueError(f"{key}: {crm_id!r} is not a GestãoClick situação id (digits)")
+                raise ValueError(
+                    f"{key}: {crm_id!r} não é um id de situação do GestãoClick (dígitos)"
+                )
         return {key: crm_id.strip() for key, crm_id in value.items()}
 
     @field_validator("lojas_crm")
@@ -169,7 +210,7 @@ class CrmAccountSettings(_Section):
         for loja, crm_id in value.items():
             if not crm_id.strip().isdigit():
                 raise ValueError(
-                    f"ERP loja {loja}: {crm_id!r} is not a GestãoClick loja id (digits)"
+                    f"loja {loja} do ERP: {crm_id!r} não é um id de loja do GestãoClick (dígitos)"
                 )
         return {loja: crm_id.strip() for loja, crm_id in value.items()}
 
@@ -179,8 +220,8 @@ class CrmAccountSettings(_Section):
         # GestãoClick numbers vendas 1, 2, 3...: a prefix with a non-digit can never be one.
         if value and (value.isdigit() or any(c.isspace() for c in value) or len(value) > 20):
             raise ValueError(
-                "must hold a non-digit, no spaces and at most 20 characters (or be empty: "
-                "send no codigo and never look vendas up)"
+                "precisa ter um caractere que não seja dígito, nenhum espaço e no máximo 20 "
+                "caracteres (ou ficar vazio: nenhum codigo é enviado e vendas não são procuradas)"
             )
         return value
 
@@ -188,12 +229,12 @@ class CrmAccountSettings(_Section):
     @classmethod
     def _limits(cls, value: tuple[RateLimit, ...]) -> tuple[RateLimit, ...]:
         if not value:
-            raise ValueError("at least one [[crm.limits]] entry is needed")
+            raise ValueError("é preciso ao menos uma entrada [[crm.limits]]")
         return value
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        self._load_secret_files("access_token", "secret_access_token")
+        self._check_secret_pairs("access_token", "secret_access_token")
         return self
 
 
@@ -252,14 +293,16 @@ class SourcesSettings(_Section):
     @classmethod
     def _load_query(cls, value: str) -> str:
         if value and "$1" not in value:
-            raise ValueError("the query must filter on $1, the array of ids to load")
+            raise ValueError("a consulta deve filtrar por $1, a lista de ids a carregar")
         return value
 
     @field_validator(*(f"{e}_enqueue" for e in ENTITIES), "lojas")
     @classmethod
     def _listing_query(cls, value: str) -> str:
         if _PARAMETER.search(value):
-            raise ValueError("the query takes no parameters ($1...): crmd adds the filters")
+            raise ValueError(
+                "a consulta não recebe parâmetros ($1...): o crmd acrescenta os filtros"
+            )
         return value
 
     def load_query(self, entidade: str) -> str | None:
@@ -313,14 +356,16 @@ class ScheduleSettings(_Section):
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}") from None
+            raise ValueError(f"fuso horário desconhecido {value!r}") from None
         return value
 
     @field_validator("cleanup", "full_sync")
     @classmethod
     def _cron(cls, value: str) -> str:
         if not croniter.is_valid(value):
-            raise ValueError(f"{value!r} is not a cron expression (minute hour dom mon dow)")
+            raise ValueError(
+                f"{value!r} não é uma expressão cron (minuto hora dia mês dia-da-semana)"
+            )
         return value
 
 
@@ -338,7 +383,7 @@ class AdminSettings(_Section):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        self._load_secret_files("token")
+        self._check_secret_pairs("token")
         return self
 
 
@@ -347,7 +392,7 @@ def split_hostport(value: str) -> tuple[str, int]:
     naming the value otherwise."""
     host, sep, port = value.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ValueError(f"{value!r} is not HOST:PORT (empty switches it off)")
+        raise ValueError(f"{value!r} não é HOST:PORTA (vazio desliga)")
     return host.strip("[]"), int(port)
 
 
@@ -388,22 +433,50 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _required(self) -> Self:
         if not self.database.dsn:
-            raise ValueError("database.dsn: not set ([database] dsn, or CRMD_DATABASE__DSN)")
+            raise ValueError("database.dsn: não definido ([database] dsn, ou CRMD_DATABASE__DSN)")
         return self
 
-    def problems_for_run(self) -> list[tuple[str, str]]:
-        """What syncing needs beyond a valid file, as (key, reason): each account's credentials.
-        Commands that only read the database do not ask for them."""
+    def read_secrets(self, *parts: SecretPart) -> None:
+        """Read the `*_file` secrets of `parts` ("database", "crm", "admin"); ConfigError names
+        each one that cannot be read and says how to provide it. Reading is left to the commands
+        that need a secret, so `crmd status` on a host where the CRM's tokens exist only inside
+        the unit ($CREDENTIALS_DIRECTORY) still works."""
+        problems: list[tuple[str, str]] = []
+        if "database" in parts:
+            problems += self.database._read_secret_files("database", "password")
+        if "crm" in parts:
+            for prefix, acct in self._accounts():
+                problems += acct._read_secret_files(prefix, "access_token", "secret_access_token")
+        if "admin" in parts:
+            problems += self.admin._read_secret_files("admin", "token")
+        if problems:
+            raise ConfigError(problems)
+
+    def _accounts(self) -> list[tuple[str, CrmAccountSettings]]:
         accounts: list[tuple[str, CrmAccountSettings]] = [("crm", self.crm)]
         accounts += [(f"crm.lojas.{n}", acct) for n, acct in sorted(self.crm.lojas.items())]
+        return accounts
+
+    def problems_for_run(self) -> list[tuple[str, str]]:
+        """What syncing needs beyond a valid file, as (key, reason): each account's credentials,
+        inline or as a file (`read_secrets("crm")` reads the files). Commands that only read the
+        database do not ask for them."""
         problems = []
-        for prefix, acct in accounts:
+        for prefix, acct in self._accounts():
             for key in ("access_token", "secret_access_token"):
-                if getattr(acct, key) is None:
+                if getattr(acct, key) is None and getattr(acct, f"{key}_file") is None:
                     problems.append(
-                        (f"{prefix}.{key}", f"{acct.provider} needs it: set {key} or {key}_file")
+                        (
+                            f"{prefix}.{key}",
+                            f"o {acct.provider} precisa dele: defina {key} ou {key}_file",
+                        )
                     )
         return problems
+
+
+SecretPart = Literal["database", "crm", "admin"]
+ALL_SECRETS: tuple[SecretPart, ...] = ("database", "crm", "admin")
+"""What the daemon and `check-config` read; other commands read only the database's."""
 
 
 def resolve_path(explicit: str | None) -> tuple[Path, bool]:
@@ -416,8 +489,11 @@ def resolve_path(explicit: str | None) -> tuple[Path, bool]:
     return DEFAULT_CONFIG_PATH, False
 
 
-def load_settings(explicit_path: str | None = None) -> tuple[Settings, Path | None]:
-    """Read and validate the whole configuration; returns it and the file it came from."""
+def load_settings(
+    explicit_path: str | None = None, *, secrets: tuple[SecretPart, ...] = ("database",)
+) -> tuple[Settings, Path | None]:
+    """Read and validate the whole configuration, and the secret files of `secrets`; returns
+    it and the file it came from."""
     path, required = resolve_path(explicit_path)
     data: dict[str, Any] = {}
     source: Path | None = None
@@ -427,15 +503,17 @@ def load_settings(explicit_path: str | None = None) -> tuple[Settings, Path | No
         source = path
     except FileNotFoundError:
         if required:
-            raise ConfigError([("config", f"file {path} does not exist")]) from None
+            raise ConfigError([("config", f"o arquivo {path} não existe")]) from None
     except OSError as exc:
-        raise ConfigError([("config", f"cannot read {path}: {exc.strerror}")]) from None
+        raise ConfigError([("config", f"não foi possível ler {path}: {_os_reason(exc)}")]) from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([("config", f"{path} is not valid TOML: {exc}")]) from None
+        raise ConfigError([("config", f"{path} não é um TOML válido: {exc}")]) from None
     try:
-        return Settings(**data), source
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_problems(exc)) from None
+    settings.read_secrets(*secrets)
+    return settings, source
 
 
 def _problems(exc: ValidationError) -> list[tuple[str, str]]:
@@ -444,15 +522,49 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
         key = ""
         for part in err["loc"]:
             key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling)"
+        msg = _message(err["type"], err["msg"], err.get("ctx") or {})
         # Section validators say "field: reason"; fold the field into the key path.
         field, sep, reason = msg.partition(": ")
         if sep and all(part.isidentifier() for part in field.split(".")):
             key, msg = f"{key}.{field}" if key else field, reason
         problems.append((key or "config", msg))
     return problems
+
+
+_MESSAGES = {
+    "missing": "obrigatório",
+    "extra_forbidden": "chave desconhecida (confira a grafia)",
+    "greater_than": "deve ser maior que {gt}",
+    "greater_than_equal": "deve ser maior ou igual a {ge}",
+    "less_than": "deve ser menor que {lt}",
+    "less_than_equal": "deve ser menor ou igual a {le}",
+    "int_parsing": "deve ser um número inteiro",
+    "int_type": "deve ser um número inteiro",
+    "int_from_float": "deve ser um número inteiro",
+    "float_parsing": "deve ser um número",
+    "float_type": "deve ser um número",
+    "bool_parsing": "deve ser true ou false",
+    "bool_type": "deve ser true ou false",
+    "string_type": "deve ser um texto (entre aspas)",
+    "list_type": "deve ser uma lista",
+    "tuple_type": "deve ser uma lista",
+    "dict_type": "deve ser uma seção (tabela TOML)",
+    "model_type": "deve ser uma seção (tabela TOML)",
+    "model_attributes_type": "deve ser uma seção (tabela TOML)",
+}
+
+
+def _message(kind: str, english: str, ctx: dict[str, Any]) -> str:
+    """Pydantic's message in the operators' language; our validators' own already are."""
+    if kind == "value_error":
+        return english.removeprefix("Value error, ")
+    if kind == "literal_error":
+        expected = str(ctx.get("expected", "")).replace(" or ", " ou ")
+        return f"deve ser {expected}"
+    template = _MESSAGES.get(kind)
+    if template is None:
+        return f"valor inválido ({kind})"
+    return template.format(**{k: ctx.get(k) for k in ("gt", "ge", "lt", "le")})
 
 
 def effective(settings: Settings) -> dict[str, Any]:

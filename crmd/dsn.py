@@ -24,9 +24,9 @@ _KEYWORD_SECRET = re.compile(
 def check(dsn: str) -> str:
     """The DSN if crmd can use it; ValueError saying what is wrong (the secret never shown)."""
     if not dsn:
-        raise ValueError("not set ([database] dsn, or CRMD_DATABASE__DSN)")
+        raise ValueError("não definido ([database] dsn, ou CRMD_DATABASE__DSN)")
     if not dsn.startswith(SCHEMES):
-        raise ValueError("must start with postgresql:// (a libpq URI)")
+        raise ValueError("deve começar com postgresql:// (uma URI da libpq)")
     rest = dsn.split("://", 1)[1]
     netloc, _, tail = rest.partition("/")
     if "?" in netloc:  # postgresql://host?dbname=x has no slash before the query
@@ -37,11 +37,11 @@ def check(dsn: str) -> str:
     for spec in filter(None, hosts.split(",")):
         host, port = _split_port(spec)
         if port is not None:
-            _check_port(port, f"host {host or '(default)'}")
+            _check_port(port, f"do host {host or '(padrão)'}")
     for key, value in parse_qsl(query, keep_blank_values=True):
         if key == "port":
             for port in value.split(","):
-                _check_port(port, "the port parameter")
+                _check_port(port, "do parâmetro port")
     return dsn
 
 
@@ -55,7 +55,7 @@ def _split_port(spec: str) -> tuple[str, str | None]:
 
 def _check_port(port: str, where: str) -> None:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise ValueError(f"port {unquote(port)!r} of {where} is not a port (1 to 65535)")
+        raise ValueError(f"a porta {unquote(port)!r} {where} não é uma porta (1 a 65535)")
 
 
 def redact(dsn: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Literal
 
@@ -87,6 +87,20 @@ Settled = Literal[
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One HTTP request of an attempt and its answer, as the log keeps it (the old system's
+    dados_enviados and dados_recebidos): bodies as JSON text, already capped in size and with
+    secrets masked by the transport; `received` holds the error when no answer came."""
+
+    method: str
+    path: str
+    status: int | None
+    duration_ms: int
+    sent: str | None
+    received: str | None
+
+
 @dataclass
 class Outcome:
     kind: OutcomeKind
@@ -100,6 +114,7 @@ class Outcome:
     http_status: int | None = None
     requests: int = 0
     duration_ms: int | None = None
+    exchanges: list[Exchange] = field(default_factory=list)  # the attempt's requests, in order
 
     @property
     def success(self) -> bool:

@@ -169,7 +169,7 @@ async def test_healthz_and_readyz(admin: Harness) -> None:
     assert (await admin.get("/readyz"))[:2] == (200, {"ready": True})
 
     admin.ready = False  # shutting down, or the engine lost the database
-    assert (await admin.get("/readyz"))[:2] == (503, {"ready": False, "reason": "not ready"})
+    assert (await admin.get("/readyz"))[:2] == (503, {"ready": False, "reason": "não está pronto"})
 
 
 async def test_readyz_is_503_and_status_503_when_the_database_is_gone(
@@ -179,9 +179,11 @@ async def test_readyz_is_503_and_status_503_when_the_database_is_gone(
     async for h in start(pool, conn, make_settings(db_dsn, crm, TOKEN)):
         await pool.close()
         status, body, _ = await h.get("/readyz")
-        assert (status, body) == (503, {"ready": False, "reason": "database unavailable"})
+        assert (status, body) == (503, {"ready": False, "reason": "banco de dados indisponível"})
         status, body, _ = await h.get("/api/status")
-        assert status == 503 and body == {"error": "database unavailable; see the daemon's log"}
+        assert status == 503 and body == {
+            "error": "banco de dados indisponível; veja o log do daemon"
+        }
         status, _, _ = await h.get("/metrics")
         assert status == 200  # still scrapeable: it says the database is down
 
@@ -340,21 +342,21 @@ async def test_sync_enqueues_like_the_command(admin: Harness) -> None:
 
 
 BAD_INPUT: list[tuple[str, Any, str | None, str]] = [
-    ("/api/sync/pedidos", None, None, "unknown entidade 'pedidos'"),
-    ("/api/sync/clientes", None, "{not json", "the body is not JSON"),
-    ("/api/sync/clientes", [1, 2], None, "the body must be a JSON object"),
-    ("/api/sync/clientes", {"loja": [1]}, None, "unknown field loja"),
-    ("/api/sync/clientes", {"lojas": 1}, None, "lojas must be a list of integers"),
-    ("/api/sync/clientes", {"lojas": ["1"]}, None, "loja must be an integer"),
-    ("/api/sync/clientes", {"lojas": [99]}, None, "no loja with id 99"),
-    ("/api/sync/vendas", {"since_days": "30d"}, None, "since_days must be an integer"),
-    ("/api/sync/vendas", {"priority": True}, None, "priority must be an integer"),
-    ("/api/retry", {}, None, "choose exactly one of ids, entidade or all_failed"),
-    ("/api/retry", {"ids": [1], "entidade": "clientes"}, None, "exactly one"),
-    ("/api/retry", {"ids": "1"}, None, "ids must be a list of integers"),
-    ("/api/retry", {"all_failed": "yes"}, None, "all_failed must be true or false"),
-    ("/api/retry", {"entidade": 3}, None, "entidade must be a string"),
-    ("/api/retry", {"entidade": "pedidos"}, None, "unknown entidade 'pedidos'"),
+    ("/api/sync/pedidos", None, None, "entidade desconhecida 'pedidos'"),
+    ("/api/sync/clientes", None, "{not json", "o corpo não é JSON"),
+    ("/api/sync/clientes", [1, 2], None, "o corpo deve ser um objeto JSON"),
+    ("/api/sync/clientes", {"loja": [1]}, None, "campo desconhecido loja"),
+    ("/api/sync/clientes", {"lojas": 1}, None, "lojas deve ser uma lista de inteiros"),
+    ("/api/sync/clientes", {"lojas": ["1"]}, None, "loja deve ser um inteiro"),
+    ("/api/sync/clientes", {"lojas": [99]}, None, "nenhuma loja com id 99"),
+    ("/api/sync/vendas", {"since_days": "30d"}, None, "since_days deve ser um inteiro"),
+    ("/api/sync/vendas", {"priority": True}, None, "priority deve ser um inteiro"),
+    ("/api/retry", {}, None, "escolha exatamente um de ids, entidade ou all_failed"),
+    ("/api/retry", {"ids": [1], "entidade": "clientes"}, None, "exatamente um"),
+    ("/api/retry", {"ids": "1"}, None, "ids deve ser uma lista de inteiros"),
+    ("/api/retry", {"all_failed": "yes"}, None, "all_failed deve ser true ou false"),
+    ("/api/retry", {"entidade": 3}, None, "entidade deve ser um texto"),
+    ("/api/retry", {"entidade": "pedidos"}, None, "entidade desconhecida 'pedidos'"),
 ]
 
 
@@ -399,7 +401,9 @@ async def test_changes_need_the_right_token(admin: Harness, path: str, body: Any
     for token in (None, "wrong", TOKEN[:-1], "", f"{TOKEN}x"):
         status, answer = await admin.post(path, body, token=token)
         assert status == 401, token
-        assert answer == {"error": "missing or wrong admin token (Authorization: Bearer <token>)"}
+        assert answer == {
+            "error": "token de administração ausente ou errado (Authorization: Bearer <token>)"
+        }
     async with admin.session.post(
         admin.url(path), json=body, headers={"Authorization": f"Basic {TOKEN}"}
     ) as resp:
@@ -420,7 +424,7 @@ async def test_changes_are_off_without_a_configured_token(
     for token in (None, TOKEN):
         status, answer = await tokenless.post(path, body, token=token)
         assert status == 403
-        assert "set [admin] token or [admin] token_file" in answer["error"]
+        assert "defina [admin] token ou [admin] token_file" in answer["error"]
     assert await tokenless.conn.fetchval("SELECT count(*) FROM crm_sync_queue") == 0
 
 
@@ -443,7 +447,7 @@ async def test_unexpected_errors_are_a_plain_500(admin: Harness) -> None:
     async with admin.session.get(admin.url("/api/status")) as resp:
         text = await resp.text()
     assert resp.status == 500
-    assert text == '{"error": "internal error; see the daemon\'s log"}'
+    assert text == '{"error": "erro interno; veja o log do daemon"}'
     assert "hunter2" not in text and "Traceback" not in text
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from crmd.config import ConfigError, load_settings
+from crmd.config import ALL_SECRETS, ConfigError, load_settings
 from crmd.dsn import redact
 from tests.conftest import run_crmd
 
@@ -92,13 +92,15 @@ def test_unknown_keys_are_errors_in_file_and_environment(
 ) -> None:
     found = problems("[queue]\nbatch_sise = 10\n[bogus]\nx = 1\n", tmp_path)
     assert found == {
-        "queue.batch_sise": "unknown key (check the spelling)",
-        "bogus": "unknown key (check the spelling)",
+        "queue.batch_sise": "chave desconhecida (confira a grafia)",
+        "bogus": "chave desconhecida (confira a grafia)",
     }
     monkeypatch.setenv("CRMD_QUEUE__MAX_ATEMPTS", "5")
     with pytest.raises(ConfigError) as info:
         load_settings(write(tmp_path, ""))
-    assert dict(info.value.problems) == {"queue.max_atempts": "unknown key (check the spelling)"}
+    assert dict(info.value.problems) == {
+        "queue.max_atempts": "chave desconhecida (confira a grafia)"
+    }
 
 
 def test_every_problem_is_reported_with_its_key_path(tmp_path: Path) -> None:
@@ -119,19 +121,19 @@ level = "loud"
         tmp_path,
     )
     assert found == {
-        "queue.batch_size": "Input should be greater than or equal to 1",
-        "queue.max_attempts": "Input should be a valid integer, unable to parse string as an "
-        "integer",
-        "crm.limits[0].requests": "Input should be greater than 0",
-        "schedule.cleanup": "'every day' is not a cron expression (minute hour dom mon dow)",
-        "schedule.timezone": "unknown time zone 'Mars/Olympus'",
-        "log.level": "Input should be 'debug', 'info', 'warning' or 'error'",
+        "queue.batch_size": "deve ser maior ou igual a 1",
+        "queue.max_attempts": "deve ser um número inteiro",
+        "crm.limits[0].requests": "deve ser maior que 0",
+        "schedule.cleanup": "'every day' não é uma expressão cron (minuto hora dia mês "
+        "dia-da-semana)",
+        "schedule.timezone": "fuso horário desconhecido 'Mars/Olympus'",
+        "log.level": "deve ser 'debug', 'info', 'warning' ou 'error'",
     }
 
 
 def test_section_validators_name_the_field(tmp_path: Path) -> None:
     found = problems('[schedule]\ntimezone = "Mars/Olympus"\n', tmp_path)
-    assert found == {"schedule.timezone": "unknown time zone 'Mars/Olympus'"}
+    assert found == {"schedule.timezone": "fuso horário desconhecido 'Mars/Olympus'"}
     found = problems('[schedule]\nfull_sync = "61 * * * *"\n', tmp_path)
     assert list(found) == ["schedule.full_sync"]
     found = problems('[admin]\nlisten = "localhost"\n', tmp_path)
@@ -165,7 +167,7 @@ def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "[queue\n")
     with pytest.raises(ConfigError) as info:
         load_settings(path)
-    assert path in str(info.value) and "not valid TOML" in str(info.value)
+    assert path in str(info.value) and "não é um TOML válido" in str(info.value)
 
 
 def test_secret_from_file_with_credentials_directory(
@@ -178,19 +180,53 @@ def test_secret_from_file_with_credentials_directory(
     path = write(
         tmp_path, '[crm]\naccess_token_file = "${CREDENTIALS_DIRECTORY}/crm_access_token"\n'
     )
-    settings, _ = load_settings(path)
+    settings, _ = load_settings(path, secrets=ALL_SECRETS)
     assert settings.crm.access_token is not None
     assert settings.crm.access_token.get_secret_value() == "s3cr3t-token"
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings.model_dump())
 
 
 def test_secret_file_problems_are_named(tmp_path: Path) -> None:
-    found = problems(f'[crm]\nsecret_access_token_file = "{tmp_path}/none"\n', tmp_path)
+    path = write(tmp_path, f'[crm]\nsecret_access_token_file = "{tmp_path}/none"\n')
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, secrets=ALL_SECRETS)
+    found = dict(info.value.problems)
     assert list(found) == ["crm.secret_access_token_file"]
     assert f"{tmp_path}/none" in found["crm.secret_access_token_file"]
+    assert "o arquivo não existe" in found["crm.secret_access_token_file"]
     (tmp_path / "tok").write_text("x")
     found = problems(f'[crm]\naccess_token = "a"\naccess_token_file = "{tmp_path}/tok"\n', tmp_path)
-    assert found == {"crm": "set either access_token or access_token_file, not both"}
+    assert found == {"crm": "defina access_token ou access_token_file, não os dois"}
+
+
+def test_commands_that_use_only_the_database_never_read_the_crms_secret_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    path = write(
+        tmp_path,
+        '[crm]\naccess_token_file = "${CREDENTIALS_DIRECTORY}/crm_access_token"\n'
+        'secret_access_token_file = "${CREDENTIALS_DIRECTORY}/crm_secret_access_token"\n'
+        '[admin]\ntoken_file = "${CREDENTIALS_DIRECTORY}/admin_token"\n',
+    )
+    settings, _ = load_settings(path)  # what migrate, status, retry... load
+    assert settings.crm.access_token is None and settings.admin.token is None
+    # Those that need them say why they cannot have them, and how to provide them.
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, secrets=ALL_SECRETS)
+    found = dict(info.value.problems)
+    assert set(found) == {
+        "crm.access_token_file",
+        "crm.secret_access_token_file",
+        "admin.token_file",
+    }
+    assert "só existe dentro da unit do systemd" in found["crm.access_token_file"]
+    assert "CREDENTIALS_DIRECTORY=/etc/crmd/credentials crmd" in found["crm.access_token_file"]
+    result = run_crmd("check-config", "--config", path)
+    assert result.returncode == 78 and "CREDENTIALS_DIRECTORY=/etc/crmd" in result.stderr
+    # A reload's check reads the file, not the secrets the unit started with.
+    result = run_crmd("check-config", "--quiet", "--without-secrets", "--config", path)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
 def test_per_loja_accounts(tmp_path: Path) -> None:
@@ -219,10 +255,10 @@ def test_redact_dsn_hides_every_form_of_password_libpq_takes() -> None:
 @pytest.mark.parametrize(
     ("dsn", "reason"),
     [
-        ("postgresql://u@db:99999/erp", "port '99999' of host db is not a port"),
-        ("postgresql://u@a:5432,b:0/erp", "port '0' of host b is not a port"),
-        ("postgresql://u@db/erp?port=70000", "port '70000' of the port parameter"),
-        ("mysql://u@db/erp", "must start with postgresql://"),
+        ("postgresql://u@db:99999/erp", "a porta '99999' do host db não é uma porta"),
+        ("postgresql://u@a:5432,b:0/erp", "a porta '0' do host b não é uma porta"),
+        ("postgresql://u@db/erp?port=70000", "a porta '70000' do parâmetro port"),
+        ("mysql://u@db/erp", "deve começar com postgresql://"),
     ],
 )
 def test_a_dsn_that_cannot_connect_is_refused_naming_the_problem(
@@ -238,9 +274,9 @@ def test_an_empty_file_is_refused_rather_than_run_against_some_default_database(
 ) -> None:
     path = write(tmp_path, "", dsn=False)
     found = problems_of(path)
-    assert list(found) == ["database.dsn"] and "not set" in found["database.dsn"]
+    assert list(found) == ["database.dsn"] and "não definido" in found["database.dsn"]
     result = run_crmd("check-config", "--config", path)
-    assert result.returncode == 78 and "database.dsn: not set" in result.stderr
+    assert result.returncode == 78 and "database.dsn: não definido" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -255,7 +291,7 @@ def test_run_without_crm_tokens_exits_78_naming_the_keys(tmp_path: Path) -> None
             "crm.secret_access_token",
             "crm.lojas.2.secret_access_token",
         ):
-            assert f"{key}: gestaoclick needs it" in result.stderr, (command, key)
+            assert f"{key}: o gestaoclick precisa dele" in result.stderr, (command, key)
         assert "crm.lojas.2.access_token:" not in result.stderr
 
 
@@ -277,19 +313,40 @@ def test_check_config_accepts_the_shipped_file_and_masks_secrets() -> None:
     assert "dev-access-token" not in result.stdout + result.stderr
 
 
+def test_check_config_quiet_prints_nothing_for_a_good_file() -> None:
+    result = run_crmd("check-config", "--quiet", "--config", str(REPO / "config.toml"))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_the_production_example_is_valid_and_takes_every_secret_from_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    for name in ("crm_access_token", "crm_secret_access_token", "admin_token"):
+        (creds / name).write_text(f"{name}-value\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    settings, _ = load_settings(str(REPO / "config.example.toml"), secrets=ALL_SECRETS)
+    assert settings.problems_for_run() == []
+    assert settings.admin.token is not None
+    assert settings.admin.token.get_secret_value() == "admin_token-value"
+    text = (REPO / "config.example.toml").read_text()
+    assert "access_token =" not in text and 'token = "' not in text
+
+
 def test_check_config_rejects_a_broken_file_with_exit_78(tmp_path: Path) -> None:
     path = write(tmp_path, "[queue]\nbatch_size = 0\nmax_attempts = 2\nlease = 3\n")
     result = run_crmd("check-config", "--config", path)
     assert result.returncode == 78
     assert "queue.batch_size" in result.stderr
-    assert "queue.lease: unknown key" in result.stderr
+    assert "queue.lease: chave desconhecida" in result.stderr
     assert result.stdout == ""
 
 
 def test_check_config_missing_file_exits_78_naming_it(tmp_path: Path) -> None:
     result = run_crmd("check-config", "--config", str(tmp_path / "absent.toml"))
     assert result.returncode == 78
-    assert "absent.toml" in result.stderr and "does not exist" in result.stderr
+    assert "absent.toml" in result.stderr and "não existe" in result.stderr
 
 
 def test_check_config_never_prints_a_database_password(tmp_path: Path) -> None:

@@ -329,7 +329,7 @@ async def test_ready_only_once_the_database_answers_then_status_and_stopping(
         await daemon.wait_event("database_unreachable")
         await until(lambda: notify.with_field("STATUS"), "a STATUS while waiting")
         assert not notify.with_field("READY")
-        assert "waiting for the database" in notify.with_field("STATUS")[-1].fields["STATUS"]
+        assert "aguardando o banco de dados" in notify.with_field("STATUS")[-1].fields["STATUS"]
         assert daemon.running()
 
         await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
@@ -473,7 +473,7 @@ async def test_broken_reload_keeps_the_old_config_and_says_so(
         lambda: [d for d in notify.with_field("READY", "1") if d.at >= reloading.at],
         "READY=1 after the rejected reload",
     )
-    assert "reload FAILED" in ready.fields["STATUS"]
+    assert "reload FALHOU" in ready.fields["STATUS"]
     assert "queue.batch_sise" in ready.fields["STATUS"]
     failed = await daemon.wait_event("reload_failed")
     assert failed["level"] == "error"

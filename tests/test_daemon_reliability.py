@@ -54,7 +54,7 @@ async def test_a_reload_to_a_database_that_does_not_answer_changes_nothing(
         lambda: [d for d in notify.with_field("READY", "1") if d.at >= reloading.at],
         "READY=1 after the refused reload",
     )
-    assert "reload FAILED" in ready.fields["STATUS"]
+    assert "reload FALHOU" in ready.fields["STATUS"]
     assert "127.0.0.1:1" in ready.fields["STATUS"]
     await daemon.wait_event("reload_failed")
 

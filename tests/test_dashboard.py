@@ -7,6 +7,7 @@ browser download is not used); skips, saying which is missing, without them.
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -34,6 +35,7 @@ ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 TOKEN = "painel-token"
+TIME = re.compile(r"\d{2}/\d{2}/\d{4} \d{2}:\d{2}:\d{2} UTC(-03)?")
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (pip install playwright)"
@@ -48,6 +50,7 @@ if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
 async def server(pool: asyncpg.Pool, db_dsn: str) -> AsyncIterator[AdminServer]:
     settings = Settings(
         database={"dsn": db_dsn},
+        schedule={"timezone": "America/Sao_Paulo"},
         admin={"listen": "", "token": TOKEN},
         crm={
             "access_token": "a",
@@ -165,3 +168,109 @@ async def test_reads_well_on_a_phone(
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"), full_page=True)
+
+
+async def day_of_traffic(conn: asyncpg.Connection) -> None:
+    """24 h of requests in the log (two accounts) and of depth samples, and one record with a
+    history: a failed attempt with its exchange."""
+    await conn.execute(
+        """INSERT INTO crm_sync_log (conta, loja_id, entidade, entidade_id, acao, tentativa,
+                                     status, http_status, mensagem, requisicoes, criado_em)
+           SELECT CASE WHEN g % 3 = 0 THEN 'loja-2' ELSE 'default' END, 1, 'clientes',
+                  1000 + g, 'upsert', 1, 'sucesso', 200, 'criado', 1 + g % 4,
+                  now() - make_interval(mins => g)
+             FROM generate_series(1, 1400) g"""
+    )
+    await conn.execute(
+        """INSERT INTO crm_sync_amostra (minuto, pendentes, processando, falhas)
+           SELECT date_trunc('minute', now()) - make_interval(mins => g),
+                  1000014 - g * 600, 4, 1
+             FROM generate_series(0, 1380) g"""
+    )
+    trocas = (
+        '[{"metodo": "POST", "caminho": "/clientes", "http_status": 404, "duracao_ms": 31,'
+        ' "enviado": "{\\"nome\\": \\"Cliente 3\\", \\"cpf\\": \\"123\\"}",'
+        ' "recebido": "{\\"code\\": 404, \\"status\\": \\"error\\", \\"data\\":'
+        ' {\\"erro\\": \\"Not Found\\", \\"mensagem\\": \\"CPF inválido\\"}}"}]'
+    )
+    await conn.execute(
+        """UPDATE crm_sync_log SET trocas = $1::jsonb, requisicoes = 1
+            WHERE entidade = 'clientes' AND entidade_id = 3""",
+        trocas,
+    )
+    await conn.execute(
+        """INSERT INTO crm_sync_queue (loja_id, entidade, entidade_id, estado, tentativas,
+                                       ultimo_erro, processado_em)
+           VALUES (1, 'clientes', 3, 'falhou', 3, 'HTTP 404: CPF inválido', now())"""
+    )
+
+
+async def test_chart_history_and_a_phone(
+    conn: asyncpg.Connection, server: AdminServer, browser: Any
+) -> None:
+    await seed(conn)
+    await day_of_traffic(conn)
+    ARTIFACTS.mkdir(exist_ok=True)
+    for width, height, name in ((1280, 900, "dashboard-24h"), (390, 844, "dashboard-24h-phone")):
+        page = await browser.new_page(viewport={"width": width, "height": height})
+        await page.goto(server.url + "/")
+        # The chart is drawn, with data: a line per account, its limit, and the queue's depth.
+        requests_chart = page.locator("#grafico-requisicoes")
+        await playwright_api.expect(requests_chart).to_have_attribute("data-linhas", "2")
+        assert await requests_chart.locator("polyline.serie").count() == 2
+        assert await requests_chart.locator("line.limite").count() == 2
+        points = await requests_chart.locator("polyline.serie").first.get_attribute("points")
+        assert points is not None and len(points.split()) > 1000
+        assert await page.locator("#grafico-fila polyline.serie").count() >= 1
+        await playwright_api.expect(page.locator("#grafico")).to_contain_text("1.000.014")
+        box = await page.locator("#grafico-requisicoes svg").bounding_box()
+        assert box is not None and box["height"] > 80
+        # Thousands separators, "processados hoje", the estimate; stable times after a refresh.
+        await playwright_api.expect(page.locator("#fila")).to_contain_text("Total")
+        await playwright_api.expect(page.locator('[data-field="drain"]')).not_to_be_empty()
+        await playwright_api.expect(page.locator('[data-field="processed_today"]')).to_have_text(
+            re.compile(r"^\d{1,3}(\.\d{3})*$")
+        )
+        first = await page.locator("#atualizado").text_content()
+        assert first is not None and TIME.fullmatch(first), first
+        when = await page.locator("#erros td").first.text_content()
+        await page.wait_for_function(
+            "t => document.getElementById('atualizado').textContent !== t", arg=first
+        )
+        after = await page.locator("#atualizado").text_content()
+        assert after is not None and TIME.fullmatch(after), after
+        assert await page.locator("#erros td").first.text_content() == when
+        # Nothing wider than the screen: no sideways scrolling of the whole page.
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width
+        table = await page.locator("#fila table").bounding_box()
+        assert table is not None and table["width"] <= width
+        await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+        await page.close()
+
+    # From an error to its record's page: the attempt, what was sent and what came back.
+    page = await browser.new_page(viewport={"width": 390, "height": 844})
+    await page.goto(server.url + "/")
+    await page.locator("#erros").get_by_role("link", name="Clientes 3").click()
+    await playwright_api.expect(page.locator("h1")).to_have_text("Histórico: Clientes 3")
+    attempt = page.locator("article.tentativa").first
+    await playwright_api.expect(attempt).to_contain_text("HTTP 404")
+    await attempt.locator("summary").first.click()
+    await playwright_api.expect(attempt.locator("pre").first).to_contain_text('"nome": "Cliente 3"')
+    await playwright_api.expect(attempt.locator("pre").nth(1)).to_contain_text("CPF inválido")
+    await playwright_api.expect(page.locator("main")).to_contain_text("falhou, 3 tentativas")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await page.screenshot(path=str(ARTIFACTS / "record-phone.png"), full_page=True)
+
+    # Its button sends the record again (with the token).
+    await page.get_by_role("button", name="Enviar de novo").click()
+    await page.locator("#token-campo").fill(TOKEN)
+    await page.get_by_role("button", name="Confirmar").click()
+    await playwright_api.expect(page.locator("#mensagem")).to_have_text(
+        "O item com falha voltou para a fila."
+    )
+    assert (
+        await conn.fetchval(
+            "SELECT estado FROM crm_sync_queue WHERE entidade = 'clientes' AND entidade_id = 3"
+        )
+        == "pendente"
+    )

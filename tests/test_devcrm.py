@@ -775,3 +775,20 @@ async def test_the_command_serves_until_sigterm() -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_records_are_kept_across_restarts_in_the_state_file(tmp_path: Path) -> None:
+    state = tmp_path / "devcrm.json"
+    config = DevCrmConfig(limits=(), state_file=str(state))
+    async with DevCrm(config) as crm, aiohttp.ClientSession() as http:
+        headers = {
+            "access-token": config.access_token,
+            "secret-access-token": config.secret_access_token,
+        }
+        body = {"tipo_pessoa": "PF", "nome": "Maria Souza"}
+        async with http.post(f"{crm.url}/clientes", json=body, headers=headers) as resp:
+            assert resp.status == 200
+    assert state.exists()
+    async with DevCrm(config) as again:
+        assert [c["nome"] for c in again.records("clientes")] == ["Maria Souza"]
+        assert again.store.create("clientes", {"tipo_pessoa": "PF", "nome": "B"})["id"] == "2"

@@ -20,6 +20,7 @@ LAYERS: dict[str, int] = {
     "crmd.model": 0,
     "crmd.aio": 0,
     "crmd.dsn": 0,
+    "crmd.ptbr": 0,
     "crmd.config": 1,
     "crmd.store": 2,
     "crmd.crm": 2,

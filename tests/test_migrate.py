@@ -109,15 +109,15 @@ def migrate_cmd(*args: str, dsn: str) -> subprocess.CompletedProcess[str]:
 async def test_migrate_command_on_empty_database_then_again(empty_dsn: str) -> None:
     first = await asyncio.to_thread(migrate_cmd, "migrate", "--with-reference-erp", dsn=empty_dsn)
     assert first.returncode == 0, first.stderr
-    assert "applied core/0001_queue" in first.stdout
-    assert "applied reference_erp/0001_erp" in first.stdout
+    assert "aplicada: core/0001_queue" in first.stdout
+    assert "aplicada: reference_erp/0001_erp" in first.stdout
     second = await asyncio.to_thread(migrate_cmd, "migrate", "--with-reference-erp", dsn=empty_dsn)
     assert second.returncode == 0
-    assert "nothing to apply" in second.stdout and "applied" not in second.stdout.split(";")[0]
+    assert "nada a aplicar" in second.stdout and "aplicada" not in second.stdout
 
 
 def test_migrate_command_reports_unreachable_database_with_exit_69() -> None:
     result = migrate_cmd("migrate", dsn="postgresql://crmd:topsecret@127.0.0.1:1/none")
     assert result.returncode == 69
-    assert "cannot connect to postgresql://crmd:***@127.0.0.1:1/none" in result.stderr
+    assert "não foi possível conectar a postgresql://crmd:***@127.0.0.1:1/none" in result.stderr
     assert "topsecret" not in result.stderr + result.stdout

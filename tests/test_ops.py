@@ -238,11 +238,11 @@ async def test_enqueue_is_fast_in_bulk(conn: asyncpg.Connection) -> None:
 async def test_enqueue_names_bad_input(conn: asyncpg.Connection) -> None:
     await make_lojas(conn, 1)
     cases: list[tuple[dict[str, Any], str]] = [
-        ({"entidade": "pedidos"}, "unknown entidade 'pedidos'"),
-        ({"lojas": [99]}, "no loja with id 99"),
-        ({"lojas": []}, "lojas is empty"),
-        ({"priority": 40_000}, "priority must be an integer from 0 to 32767"),
-        ({"since_days": 0}, "since_days must be an integer from 1"),
+        ({"entidade": "pedidos"}, "entidade desconhecida 'pedidos'"),
+        ({"lojas": [99]}, "nenhuma loja com id 99"),
+        ({"lojas": []}, "lojas está vazio"),
+        ({"priority": 40_000}, "priority deve ser um inteiro de 0 a 32767"),
+        ({"since_days": 0}, "since_days deve ser um inteiro de 1"),
     ]
     for kwargs, message in cases:
         args: dict[str, Any] = {
@@ -354,7 +354,7 @@ async def test_failed_lists_failed_items_newest_first_with_their_error(
     assert items[1]["ultimo_erro"] == "HTTP 404: CPF inválido"
     assert [i["id"] for i in await failures.failed(conn, "clientes")] == [first]
     assert len(await failures.failed(conn, limit=1)) == 1
-    with pytest.raises(InvalidRequest, match="limit must be"):
+    with pytest.raises(InvalidRequest, match="limit deve ser"):
         await failures.failed(conn, limit=0)
 
 
@@ -422,11 +422,11 @@ async def test_retry_folds_into_a_pending_item_of_the_same_record(
 
 async def test_retry_names_bad_input(conn: asyncpg.Connection) -> None:
     cases: list[tuple[dict[str, Any], str]] = [
-        ({}, "exactly one of ids, entidade or all_failed"),
-        ({"ids": [1], "all_failed": True}, "exactly one"),
-        ({"ids": []}, "ids is empty"),
-        ({"ids": [0]}, "id must be an integer"),
-        ({"entidade": "pedidos"}, "unknown entidade 'pedidos'"),
+        ({}, "exatamente um de ids, entidade ou all_failed"),
+        ({"ids": [1], "all_failed": True}, "exatamente um"),
+        ({"ids": []}, "ids está vazio"),
+        ({"ids": [0]}, "id deve ser um inteiro"),
+        ({"entidade": "pedidos"}, "entidade desconhecida 'pedidos'"),
     ]
     for kwargs, message in cases:
         with pytest.raises(InvalidRequest, match=message):
@@ -532,11 +532,11 @@ async def test_commands_reject_bad_input(conn: asyncpg.Connection, db_dsn: str) 
         crmd(db_dsn, "enqueue", "pedidos"),
         crmd(db_dsn, "retry"),
     )
-    assert no_loja.code == 64 and "no loja with id 99" in no_loja.err
-    assert bad_since.code == 2 and "'ontem' is not a number of days" in bad_since.err
-    assert bad_entity.code == 2 and "invalid choice: 'pedidos'" in bad_entity.err
+    assert no_loja.code == 64 and "nenhuma loja com id 99" in no_loja.err
+    assert bad_since.code == 2 and "'ontem' não é um número de dias" in bad_since.err
+    assert bad_entity.code == 2 and "opção inválida: 'pedidos'" in bad_entity.err
     assert no_choice.code == 2
-    assert "one of the arguments --id --entidade --all-failed" in no_choice.err
+    assert "um dos argumentos --id --entidade --all-failed é obrigatório" in no_choice.err
 
 
 async def test_status_command_text_and_json(conn: asyncpg.Connection, db_dsn: str) -> None:
@@ -551,9 +551,9 @@ async def test_status_command_text_and_json(conn: asyncpg.Connection, db_dsn: st
 
     assert text.code == 0, text.err
     assert "  vendas              1            0        0" in text.out
-    assert "taxa de sucesso 75.0%" in text.out
+    assert "taxa de sucesso 75,0 %" in text.out
     assert "HTTP 422: HTTP 404: CPF inválido" in text.out
-    assert "Contas: daemon não respondeu" in text.out
+    assert "Contas: o daemon não respondeu" in text.out
     assert as_json.code == 0, as_json.err
     report = json.loads(as_json.out)
     assert report["queue"]["pending"]["vendas"] == 1
@@ -578,10 +578,10 @@ async def test_failed_retry_and_cleanup_commands(conn: asyncpg.Connection, db_ds
     by_id, by_entity = await asyncio.gather(
         crmd(db_dsn, "retry", "--id", str(first)), crmd(db_dsn, "retry", "--entidade", "vendas")
     )
-    assert (by_id.code, by_id.out) == (0, "1 itens com falha voltaram para a fila\n")
-    assert by_entity.code == 0 and by_entity.out.startswith("1 itens")
+    assert (by_id.code, by_id.out) == (0, "1 item com falha voltou para a fila\n")
+    assert by_entity.code == 0 and by_entity.out.startswith("1 item com falha voltou")
     rest = await crmd(db_dsn, "retry", "--all-failed")
-    assert rest.out.startswith("1 itens")
+    assert rest.out.startswith("1 item com falha voltou")
 
     none, empty, real = await asyncio.gather(
         crmd(db_dsn, "retry", "--all-failed"), crmd(db_dsn, "failed"), crmd(db_dsn, "cleanup")
@@ -614,13 +614,17 @@ def test_every_command_exits_69_when_the_database_is_unreachable(
         cli.main(argv)
     assert exit_.value.code == 69
     err = capsys.readouterr().err
-    assert err.startswith("crmd: cannot connect to postgresql://crmd@127.0.0.1:1/ecletech")
+    assert err.startswith(
+        "crmd: não foi possível conectar a postgresql://crmd@127.0.0.1:1/ecletech"
+    )
 
 
 async def test_unreachable_database_through_the_real_entry_point() -> None:
     run = await crmd(UNREACHABLE, "status")
     assert run.code == 69
-    assert run.err.startswith("crmd: cannot connect to postgresql://crmd@127.0.0.1:1/ecletech")
+    assert run.err.startswith(
+        "crmd: não foi possível conectar a postgresql://crmd@127.0.0.1:1/ecletech"
+    )
     assert "Traceback" not in run.err
 
 
@@ -630,6 +634,6 @@ def test_every_command_has_help(command: str, capsys: pytest.CaptureFixture[str]
         cli.main([command, "--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "--config PATH" in text
+    assert "--config ARQUIVO" in text
     if command == "enqueue":
-        assert "vendas of the last 30 days" in text and "--since DAYS" in text
+        assert "vendas dos últimos 30 dias" in text and "--since DIAS" in text

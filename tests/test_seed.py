@@ -319,6 +319,6 @@ async def test_bad_arguments_are_rejected_naming_the_argument(
     conn: asyncpg.Connection, sizes: dict[str, int], named: str
 ) -> None:
     args = {"lojas": 1, "clientes": 5, "produtos": 5, "vendas": 5} | sizes
-    with pytest.raises(ValueError, match=rf"^{named} must be"):
+    with pytest.raises(ValueError, match=rf"^--{named} deve ser"):
         await seed(conn, **args)
     assert await conn.fetchval("SELECT count(*) FROM lojas") == 0

@@ -76,7 +76,7 @@ async def test_enqueue_command_reads_the_installations_own_tables(
 ) -> None:
     done = await asyncio.to_thread(run_crmd, "enqueue", "clientes", "--config", str(config))
     assert done.returncode == 0, done.stderr
-    assert "Loja 10: 1 clientes encontrados" in done.stdout
+    assert "Loja 10: 1 cliente encontrado" in done.stdout
     assert "Loja 20: 2 clientes encontrados" in done.stdout
     assert "Loja 30: 0 clientes encontrados" in done.stdout
     assert "Total enfileirado: 3" in done.stdout
@@ -95,7 +95,7 @@ async def test_enqueue_command_reads_the_installations_own_tables(
     missing = await asyncio.to_thread(
         run_crmd, "enqueue", "clientes", "--loja", "99", "--config", str(config)
     )
-    assert missing.returncode == 64 and "no loja with id 99" in missing.stderr
+    assert missing.returncode == 64 and "nenhuma loja com id 99" in missing.stderr
 
 
 async def test_full_sync_timer_and_engine_read_the_installations_own_tables(
@@ -128,4 +128,4 @@ def test_a_listing_query_with_parameters_is_refused(tmp_path: Path) -> None:
     )
     result = run_crmd("check-config", "--config", str(path))
     assert result.returncode == 78
-    assert "sources.clientes_enqueue: the query takes no parameters" in result.stderr
+    assert "sources.clientes_enqueue: a consulta não recebe parâmetros" in result.stderr

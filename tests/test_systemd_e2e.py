@@ -1,13 +1,17 @@
-"""The real thing: `systemd/crmd.service` under a real systemd, booted as PID 1 in private PID and
-mount namespaces (tests/systemd/sandbox), with a drop-in (tests/systemd/e2e.conf.in) pointing
-it at this checkout. Start, sync, reload (good and broken), journal fields, stop."""
+"""The real thing: README.md's systemd recipe, run as written, under a real systemd booted as
+PID 1 in private PID and mount namespaces (tests/systemd/sandbox). /etc, /opt, /usr/bin, /root and
+the checkout take the recipe's writes in tmpfs overlays, so the host never changes. Install into
+/opt/crmd, credentials, `crmd migrate` with only the database, start, sync, the admin token,
+reload (good, and broken: refused by `systemctl reload` itself), journal fields, stop."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import time
 import uuid
@@ -16,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
 import pytest
 
@@ -23,9 +28,11 @@ from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
 
 REPO = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent / "systemd"
-UNIT = REPO / "systemd" / "crmd.service"
 SYSTEMD = Path("/lib/systemd/systemd")
 TOKENS = {"access_token": "tok-e2e-Hq83", "secret_access_token": "sec-e2e-Lm20"}
+# A root shell's PATH on the distributions the recipe is for (not this test's, with its pyenv).
+ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+OVERLAID = ("/etc", "/opt", "/usr/bin", "/root", str(REPO))
 
 
 def _why_not() -> str | None:
@@ -36,6 +43,10 @@ def _why_not() -> str | None:
         return f"needs {', '.join(missing)} (package util-linux)"
     if not SYSTEMD.exists():
         return f"needs systemd ({SYSTEMD} is missing)"
+    if not Path("/usr/bin/python3").exists():
+        return "needs the distribution's python3 (/usr/bin/python3), as the recipe does"
+    if "overlay" not in Path("/proc/filesystems").read_text():
+        return "needs overlayfs, to keep the recipe's writes off the host"
     dsn = os.environ.get("CRMD_TEST_DSN")
     if not dsn:
         return (
@@ -58,7 +69,14 @@ class Sandbox:
         self.pid = pid
         self.log = log
 
-    async def run(self, *argv: str, check: bool = True, timeout: float = 30) -> str:
+    async def run(
+        self,
+        *argv: str,
+        check: bool = True,
+        timeout: float = 30,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> str:
         """A command inside the sandbox; the test's event loop (and its CRM) keeps running."""
         proc = await asyncio.create_subprocess_exec(
             "nsenter",
@@ -67,11 +85,15 @@ class Sandbox:
             "-m",
             "-p",
             *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
+            env=env,
         )
         try:
-            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+            out, _ = await asyncio.wait_for(
+                proc.communicate(None if stdin is None else stdin.encode()), timeout
+            )
         except TimeoutError:
             proc.kill()
             await proc.wait()
@@ -103,41 +125,64 @@ class Sandbox:
                 raise AssertionError(f"no {name} in the journal after {timeout} s:\n{tail}")
             await asyncio.sleep(0.2)
 
+    async def shell(
+        self, script: str, *, timeout: float = 60, extra: dict[str, str] | None = None
+    ) -> tuple[int, str]:
+        """`script` run by bash in the checkout, as root with a root shell's PATH."""
+        env = {"PATH": ROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8", **(extra or {})}
+        proc = await asyncio.create_subprocess_exec(
+            "nsenter",
+            "-t",
+            str(self.pid),
+            "-m",
+            "-p",
+            "bash",
+            "-ec",
+            f"cd {REPO}\n{script}",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            out, _ = await asyncio.wait_for(proc.communicate(), timeout)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise AssertionError(f"{script!r} took over {timeout} s") from None
+        assert proc.returncode is not None
+        return proc.returncode, out.decode(errors="replace")
 
-def render_dropin(run_dir: Path) -> str:
-    python = Path(sys.executable)
-    binds = {Path(sys.base_prefix).resolve(), Path(sys.prefix), REPO}
-    binds |= {python.resolve().parent.parent}
-    text = (HERE / "e2e.conf.in").read_text()
-    for key, value in {
-        "@BIND_PATHS@": " ".join(sorted(str(p) for p in binds)),
-        "@CONFIG@": str(run_dir / "config.toml"),
-        "@PYTHON@": str(python),
-        "@CREDENTIALS@": str(run_dir / "credentials"),
-    }.items():
-        text = text.replace(key, value)
-    return text
+
+def recipe(name: str) -> str:
+    """The shell block that follows `<!-- recipe:NAME` in README.md, as written there."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    found = re.search(rf"<!-- recipe:{name}\b[^>]*-->\n```sh\n(.*?)```", text, re.S)
+    assert found, f"README.md has no recipe:{name} block"
+    return found[1]
 
 
-def config_text(dsn: str, crm_url: str, extra: str = "") -> str:
-    return f"""
-[database]
-dsn = {json.dumps(dsn)}
-[queue]
-retry_initial_delay_seconds = 0.2
-[crm]
-base_url = {json.dumps(crm_url)}
-access_token_file = "${{CREDENTIALS_DIRECTORY}}/crm_access_token"
-secret_access_token_file = "${{CREDENTIALS_DIRECTORY}}/crm_secret_access_token"
-limits = [{{requests = 1000, per_seconds = 1.0}}]
-[sync]
-shutdown_timeout_seconds = 5
-[admin]
-listen = ""
-[log]
-summary_interval_seconds = 2
-{extra}
-"""
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def edited(config: str, dsn: str, crm_url: str, listen: str) -> str:
+    """The operator's edit of config.example.toml: the DSN and the CRM's URL (and, since the
+    machine is shared, a free port for the admin endpoint)."""
+    out = []
+    for line in config.splitlines():
+        key = line.split("=", 1)[0].strip()
+        if key == "dsn":
+            line = f"dsn = {json.dumps(dsn)}"
+        elif key == "base_url":
+            line = f"base_url = {json.dumps(crm_url)}"
+        elif key == "listen":
+            line = f"listen = {json.dumps(listen)}"
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 @pytest.fixture
@@ -162,10 +207,8 @@ def host_interfaces() -> list[str]:
 @pytest.fixture
 async def sandbox(run_dir: Path) -> AsyncIterator[Sandbox]:
     interfaces = host_interfaces()
-    units = run_dir / "units"
-    (units / "crmd.service.d").mkdir(parents=True)
-    shutil.copy(UNIT, units / "crmd.service")
-    (units / "crmd.service.d" / "e2e.conf").write_text(render_dropin(run_dir))
+    units = run_dir / "units"  # none: the recipe installs the unit itself
+    units.mkdir()
     log = run_dir / "systemd.log"
     proc = await asyncio.create_subprocess_exec(
         str(HERE / "sandbox"),
@@ -175,7 +218,7 @@ async def sandbox(run_dir: Path) -> AsyncIterator[Sandbox]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         # A checkout under /tmp (as CI's may be) must stay visible under the sandbox's own /tmp.
-        env={**os.environ, "SANDBOX_KEEP": str(REPO)},
+        env={**os.environ, "SANDBOX_KEEP": str(REPO), "SANDBOX_OVERLAY": ":".join(OVERLAID)},
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     if proc.returncode != 0:
@@ -200,6 +243,7 @@ async def sandbox(run_dir: Path) -> AsyncIterator[Sandbox]:
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, 9)
     assert host_interfaces() == interfaces, "the sandboxed systemd changed the host's interfaces"
+    assert not Path("/etc/crmd").exists() and not Path("/opt/crmd").exists()
 
 
 @pytest.fixture
@@ -215,25 +259,33 @@ async def until_synced(crm: DevCrm, resource: str, count: int, timeout: float = 
         await asyncio.sleep(0.1)
 
 
-async def test_crmd_service_under_a_real_systemd(
+async def test_the_readme_recipe_runs_as_written_and_the_daemon_syncs(
     db_dsn: str, conn: asyncpg.Connection, crm: DevCrm, run_dir: Path, sandbox: Sandbox
 ) -> None:
-    creds = run_dir / "credentials"
-    creds.mkdir(mode=0o700)
-    for name, value in TOKENS.items():
-        (creds / f"crm_{name}").write_text(value + "\n")
-        (creds / f"crm_{name}").chmod(0o600)
-    config = run_dir / "config.toml"
-    config.write_text(config_text(db_dsn, crm.url))
-    config.chmod(0o644)
+    tokens = {"TOKEN": TOKENS["access_token"], "SECRET": TOKENS["secret_access_token"]}
+    rc, out = await sandbox.shell(recipe("install"), timeout=300, extra=tokens)
+    assert rc == 0, out
+    assert (await sandbox.run("readlink", "/usr/bin/crmd")).strip() == "/opt/crmd/bin/crmd"
 
-    # Start: ExecStartPre checks the config, READY=1 ends `systemctl start`.
-    await sandbox.run("systemctl", "start", "crmd", timeout=40)
-    state = await sandbox.show("ActiveState", "SubState", "StatusText", "MainPID")
+    # The operator's edit, then the rest of the recipe. `crmd migrate` runs on the host's shell,
+    # where ${CREDENTIALS_DIRECTORY} does not exist: it needs the database only.
+    config = await sandbox.run("cat", "/etc/crmd/config.toml")
+    assert "access_token_file" in config and 'access_token = "' not in config
+    port = free_port()
+    text = edited(config, db_dsn, crm.url, f"127.0.0.1:{port}")
+    await sandbox.run("bash", "-c", "cat > /etc/crmd/config.toml", stdin=text)
+    rc, out = await sandbox.shell(recipe("start"), timeout=90)
+    assert rc == 0, out
+    assert "esquema em dia" in out
+
+    # Started: ExecStartPre's quiet check-config left nothing in the journal, READY=1 came.
+    state = await sandbox.show("ActiveState", "SubState", "StatusText", "UnitFileState")
     assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
+    assert state["UnitFileState"] == "enabled"
     assert "processados" in state["StatusText"]
     status = await sandbox.run("systemctl", "status", "--no-pager", "crmd", check=False)
     assert 'Status: "processados' in status, status
+    assert "configuração de" not in await sandbox.run("journalctl", "--no-pager", "-u", "crmd")
 
     # Records sync, and their journal entries carry fields an operator can filter on.
     await conn.execute("INSERT INTO lojas (id, nome) VALUES (1, 'Loja Centro')")
@@ -260,23 +312,45 @@ async def test_crmd_service_under_a_real_systemd(
     assert first["MESSAGE"].startswith("synced ")
     assert first["_SYSTEMD_UNIT"] == "crmd.service"
 
-    # Reload with a good config: applied, still running.
-    config.write_text(config_text(db_dsn, crm.url, 'level = "debug"'))
-    await sandbox.run("systemctl", "reload", "crmd", timeout=20)
+    # The CLI as root on the host: the database commands need no CRM secret; check-config does,
+    # and says how to give it.
+    rc, out = await sandbox.shell("crmd status")
+    assert rc == 0 and "Fila" in out, out
+    rc, out = await sandbox.shell("crmd history clientes 1 --no-bodies")
+    assert rc == 0 and "sucesso" in out, out
+    rc, out = await sandbox.shell("crmd check-config")
+    assert rc == 78 and "CREDENTIALS_DIRECTORY=/etc/crmd/credentials" in out, out
+
+    # The admin token the recipe made works on the dashboard's API.
+    token = (await sandbox.run("cat", "/etc/crmd/credentials/admin_token")).strip()
+    async with aiohttp.ClientSession() as http:
+        url = f"http://127.0.0.1:{port}/api/retry"
+        async with http.post(url, json={"all_failed": True}) as resp:
+            assert resp.status == 401
+        headers = {"Authorization": f"Bearer {token}"}
+        async with http.post(url, json={"all_failed": True}, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+
+    # Reload with a good config: checked, applied, still running.
+    await sandbox.run("bash", "-c", "cat > /etc/crmd/config.toml", stdin=text + "level = 'debug'\n")
+    out = await sandbox.run("systemctl", "reload", "crmd", check=False, timeout=20)
+    journal = await sandbox.run("journalctl", "--no-pager", "-u", "crmd")
+    assert "failed" not in out, out + journal[-3000:]
     reloaded = await sandbox.wait_event("reloaded")
     assert "log.level" in reloaded["CHANGED"]
-    # Reload with a broken config: rejected, still running, the reason in the journal and status.
-    config.write_text(config_text(db_dsn, crm.url, 'colour = "blue"'))
-    await sandbox.run("systemctl", "reload", "crmd", timeout=20)
-    failed = await sandbox.wait_event("reload_failed")
-    assert failed["PRIORITY"] == "3" and "log.colour" in failed["ERROR"]
-    state = await sandbox.show("ActiveState", "SubState", "StatusText")
+    # A broken config: `systemctl reload` itself fails, the journal says why, the daemon goes on.
+    broken = text + 'colour = "blue"\n'
+    await sandbox.run("bash", "-c", "cat > /etc/crmd/config.toml", stdin=broken)
+    out = await sandbox.run("systemctl", "reload", "crmd", check=False, timeout=20)
+    assert "failed" in out, out
+    journal = await sandbox.run("journalctl", "--no-pager", "-u", "crmd")
+    assert "log.colour: chave desconhecida" in journal, journal[-2000:]
+    state = await sandbox.show("ActiveState", "SubState")
     assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
-    assert "reload FAILED" in state["StatusText"] or "reload FALHOU" in state["StatusText"]
     await conn.execute("UPDATE clientes SET nome = 'Maria S. Lima' WHERE nome = 'Maria Souza'")
     deadline = time.monotonic() + 10
     while not any(c["nome"] == "Maria S. Lima" for c in crm.records("clientes")):
-        assert time.monotonic() < deadline, "the edit after the rejected reload never synced"
+        assert time.monotonic() < deadline, "the edit after the refused reload never synced"
         await asyncio.sleep(0.1)
 
     # Stop: the drain ends, exit 0, a clean result.
@@ -285,6 +359,8 @@ async def test_crmd_service_under_a_real_systemd(
     assert state["ActiveState"] == "inactive", state
     assert (state["Result"], state["ExecMainStatus"]) == ("success", "0"), state
     assert await sandbox.events("stopped")
-    # Nothing secret reached the journal.
+    # Nothing secret reached the journal, nor the log's stored bodies.
     everything = await sandbox.run("journalctl", "--no-pager", "-o", "verbose", "-u", "crmd")
-    assert all(token not in everything for token in TOKENS.values())
+    assert all(secret not in everything for secret in [*TOKENS.values(), token])
+    stored = await conn.fetchval("SELECT string_agg(trocas::text, ' ') FROM crm_sync_log")
+    assert stored and all(secret not in stored for secret in TOKENS.values())

@@ -51,9 +51,13 @@ def test_unit_declares_what_the_daemon_relies_on() -> None:
 
     assert unit["Type"] == ["notify"]  # not notify-reload: Debian 12 / RHEL 9 ship systemd 252
     assert unit["NotifyAccess"] == ["main"]
-    assert unit["ExecStartPre"] == ["/usr/bin/crmd check-config"]
+    assert unit["ExecStartPre"] == ["/usr/bin/crmd check-config --quiet"]
     assert unit["ExecStart"] == ["/usr/bin/crmd run"]
-    assert unit["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+    # Validate first, then signal: a broken file fails `systemctl reload` itself.
+    assert unit["ExecReload"] == [
+        "/usr/bin/crmd check-config --quiet --without-secrets",
+        "/bin/kill -HUP $MAINPID",
+    ]
     assert unit["Environment"] == ["CRMD_CONFIG=/etc/crmd/config.toml"]
     assert unit["Restart"] == ["on-failure"]
     assert seconds(unit["WatchdogSec"][0]) == 30

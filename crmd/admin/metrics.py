@@ -9,6 +9,7 @@ Three kinds of source, each read the cheapest way:
 from __future__ import annotations
 
 import asyncio
+import platform
 import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime
@@ -17,6 +18,7 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from crmd import __version__
 from crmd.crm import transport
 from crmd.crm.transport import RequestEvent
 from crmd.model import ENTITIES
@@ -63,6 +65,19 @@ class Metrics:
         self.rate_limited = Counter(
             "crmd_crm_rate_limited", "HTTP 429 answers from the CRM", ["account"], registry=r
         )
+        self.auth_failures = Counter(
+            "crmd_crm_auth_failures",
+            "HTTP 401 and 403 answers from the CRM (the account's tokens refused)",
+            ["account"],
+            registry=r,
+        )
+        self.build = Gauge(
+            "crmd_build_info",
+            "Always 1; the labels say which crmd runs (for dashboards and alerts across hosts)",
+            ["version", "python"],
+            registry=r,
+        )
+        self.build.labels(__version__, platform.python_version()).set(1)
         self.waits = Histogram(
             "crmd_rate_limit_wait_seconds",
             "Time each request waited for the account's rate limiter",
@@ -122,6 +137,8 @@ class Metrics:
         self.waits.labels(event.account).observe(event.waited)
         if event.status == 429:
             self.rate_limited.labels(event.account).inc()
+        if event.status in (401, 403):
+            self.auth_failures.labels(event.account).inc()
 
     def install(self) -> None:
         if not self._installed:

@@ -9,9 +9,13 @@ secret, no SQL.
     GET  /readyz             the database answers and the daemon is not shutting down (else 503)
     GET  /metrics            Prometheus text format
     GET  /api/status         the JSON of `crmd status --json`, with accounts and timers
+    GET  /api/series         the last 24 h: requests per minute per account, queue depth
+    GET  /api/history/{ent}/{id}         `crmd history --json`
+    POST /api/history/{ent}/{id}/resend  send the record again (its failed item, or a new one)
     POST /api/sync/{ent}     `crmd enqueue`: {"lojas": [1], "since_days": 30, "priority": 3}
     POST /api/retry          `crmd retry`: {"ids": [..]} | {"entidade": ".."} | {"all_failed": true}
-    GET  /                   the dashboard
+    GET  /                   the dashboard; GET /grafico its chart (SVG), refreshed by the page
+    GET  /registro/{ent}/{id}            a record's page: its attempts and what they sent
 """
 
 from __future__ import annotations
@@ -27,10 +31,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from crmd.admin.metrics import Metrics
-from crmd.admin.web import asset, render_page
+from crmd.admin.web import asset, chart, render_page, render_record
 from crmd.config import split_hostport
 from crmd.ops import enqueue, failures
+from crmd.ops import history as record_history
 from crmd.ops.checks import InvalidRequest, check_entity
+from crmd.ops.series import Series, series
 from crmd.ops.status import StatusReport, daemon_report, report
 from crmd.service.view import DaemonView, Surface
 from crmd.store import reports
@@ -41,8 +47,8 @@ log = structlog.get_logger("crmd.admin")
 SYNC_KEYS = frozenset({"lojas", "since_days", "priority"})
 RETRY_KEYS = frozenset({"ids", "entidade", "all_failed"})
 CHANGES_DISABLED = (
-    "changing endpoints are disabled: set [admin] token or [admin] token_file in the "
-    "configuration (or CRMD_ADMIN__TOKEN) and reload"
+    "as ações que mudam a fila estão desligadas: defina [admin] token ou [admin] token_file "
+    "na configuração (ou CRMD_ADMIN__TOKEN) e reinicie o crmd"
 )
 
 VIEW = web.AppKey("view", DaemonView)
@@ -74,9 +80,14 @@ def build_app(view: DaemonView) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_get("/api/status", api_status)
+    app.router.add_get("/api/series", api_series)
+    app.router.add_get("/api/history/{entidade}/{id}", api_history)
+    app.router.add_post("/api/history/{entidade}/{id}/resend", api_resend)
     app.router.add_post("/api/sync/{entidade}", api_sync)
     app.router.add_post("/api/retry", api_retry)
     app.router.add_get("/", dashboard)
+    app.router.add_get("/grafico", chart_fragment)
+    app.router.add_get("/registro/{entidade}/{id}", record_page)
     app.router.add_get("/static/{name}", static)
     app.on_response_prepare.append(_headers)
     return app
@@ -136,10 +147,10 @@ async def _errors(
         return _error(400, str(exc))
     except DB_ERRORS as exc:
         log.error("admin_database_error", path=request.path, error=str(exc) or type(exc).__name__)
-        return _error(503, "database unavailable; see the daemon's log")
+        return _error(503, "banco de dados indisponível; veja o log do daemon")
     except Exception:
         log.exception("admin_error", path=request.path, method=request.method)
-        return _error(500, "internal error; see the daemon's log")
+        return _error(500, "erro interno; veja o log do daemon")
 
 
 async def _headers(request: web.Request, response: web.StreamResponse) -> None:
@@ -162,7 +173,7 @@ def _authorize(request: web.Request) -> web.Response | None:
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
         return _error(
             401,
-            "missing or wrong admin token (Authorization: Bearer <token>)",
+            "token de administração ausente ou errado (Authorization: Bearer <token>)",
             **{"WWW-Authenticate": 'Bearer realm="crmd"'},
         )
     return None
@@ -176,13 +187,13 @@ async def _json_body(request: web.Request, allowed: frozenset[str]) -> dict[str,
     try:
         body = json.loads(raw)
     except ValueError as exc:
-        raise InvalidRequest(f"the body is not JSON: {exc}") from None
+        raise InvalidRequest(f"o corpo não é JSON: {exc}") from None
     if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object")
+        raise InvalidRequest("o corpo deve ser um objeto JSON")
     unknown = sorted(set(body) - allowed)
     if unknown:
         raise InvalidRequest(
-            f"unknown field {', '.join(unknown)}; expected {', '.join(sorted(allowed))}"
+            f"campo desconhecido {', '.join(unknown)}; os campos são {', '.join(sorted(allowed))}"
         )
     return body
 
@@ -191,7 +202,7 @@ def _int_list(name: str, value: object) -> list[int] | None:
     if value is None:
         return None
     if not isinstance(value, list):
-        raise InvalidRequest(f"{name} must be a list of integers, not {value!r}")
+        raise InvalidRequest(f"{name} deve ser uma lista de inteiros, não {value!r}")
     return value
 
 
@@ -205,12 +216,14 @@ async def healthz(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     view = request.app[VIEW]
     if not view.ready():
-        return web.json_response({"ready": False, "reason": "not ready"}, status=503)
+        return web.json_response({"ready": False, "reason": "não está pronto"}, status=503)
     try:
         async with asyncio.timeout(2), view.pool().acquire() as conn:
             await reports.ping(conn)
     except DB_ERRORS:
-        return web.json_response({"ready": False, "reason": "database unavailable"}, status=503)
+        return web.json_response(
+            {"ready": False, "reason": "banco de dados indisponível"}, status=503
+        )
     return web.json_response({"ready": True})
 
 
@@ -233,7 +246,13 @@ async def full_status(view: DaemonView) -> StatusReport:
         token_configured=view.settings().admin.token is not None,
     )
     async with view.pool().acquire() as conn:
-        return await report(conn, accounts=view.accounts(), timers=timers, daemon=daemon)
+        return await report(
+            conn,
+            accounts=view.accounts(),
+            timers=timers,
+            daemon=daemon,
+            timezone=view.settings().schedule.timezone,
+        )
 
 
 async def api_status(request: web.Request) -> web.Response:
@@ -268,10 +287,10 @@ async def api_retry(request: web.Request) -> web.Response:
     body = await _json_body(request, RETRY_KEYS)
     all_failed = body.get("all_failed", False)
     if not isinstance(all_failed, bool):
-        raise InvalidRequest(f"all_failed must be true or false, not {all_failed!r}")
+        raise InvalidRequest(f"all_failed deve ser true ou false, não {all_failed!r}")
     entidade = body.get("entidade")
     if entidade is not None and not isinstance(entidade, str):
-        raise InvalidRequest(f"entidade must be a string, not {entidade!r}")
+        raise InvalidRequest(f"entidade deve ser um texto, não {entidade!r}")
     async with request.app[VIEW].pool().acquire() as conn:
         count = await failures.retry(
             conn, ids=_int_list("ids", body.get("ids")), entidade=entidade, all_failed=all_failed
@@ -279,12 +298,82 @@ async def api_retry(request: web.Request) -> web.Response:
     return web.json_response({"retried": count})
 
 
-async def dashboard(request: web.Request) -> web.Response:
+async def last_day(view: DaemonView) -> Series:
+    """The chart's data, with each running account's limits."""
+    limits = {
+        name: [(lim.requests, lim.per_seconds) for lim in account.limiter.limits]
+        for name, account in view.accounts().items()
+    }
+    async with view.pool().acquire() as conn:
+        return await series(conn, limits, timezone=view.settings().schedule.timezone)
+
+
+async def api_series(request: web.Request) -> web.Response:
+    data = await last_day(request.app[VIEW])
+    return web.json_response(data.model_dump(mode="json"), dumps=_dumps)
+
+
+def _record(request: web.Request) -> tuple[str, int]:
+    entidade = check_entity(request.match_info["entidade"])
+    raw = request.match_info["id"]
+    if not raw.isdigit() or not 0 < int(raw) < 2**63:
+        raise InvalidRequest(f"{raw!r} não é um id de registro (um número inteiro positivo)")
+    return entidade, int(raw)
+
+
+async def _history(request: web.Request) -> record_history.RecordHistory:
+    view = request.app[VIEW]
+    entidade, entidade_id = _record(request)
+    settings = view.settings()
+    async with view.pool().acquire() as conn:
+        return await record_history.record_history(
+            conn,
+            entidade,
+            entidade_id,
+            contas=sorted(settings.crm.accounts()),
+            timezone=settings.schedule.timezone,
+        )
+
+
+async def api_history(request: web.Request) -> web.Response:
+    found = await _history(request)
+    return web.json_response(found.model_dump(mode="json"), dumps=_dumps)
+
+
+async def api_resend(request: web.Request) -> web.Response:
+    denied = _authorize(request)
+    if denied is not None:
+        return denied
+    entidade, entidade_id = _record(request)
+    await _json_body(request, frozenset())
+    async with request.app[VIEW].pool().acquire() as conn:
+        message = await record_history.resend(conn, entidade, entidade_id)
+    return web.json_response({"message": message})
+
+
+async def record_page(request: web.Request) -> web.Response:
+    return web.Response(text=render_record(await _history(request)), content_type="text/html")
+
+
+async def _chart(view: DaemonView) -> str:
     try:
-        status: StatusReport | None = await full_status(request.app[VIEW])
+        return chart.render(await last_day(view))
+    except DB_ERRORS:
+        return '<p class="vazio">Banco de dados indisponível.</p>'
+
+
+async def chart_fragment(request: web.Request) -> web.Response:
+    return web.Response(text=await _chart(request.app[VIEW]), content_type="text/html")
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    view = request.app[VIEW]
+    try:
+        status: StatusReport | None = await full_status(view)
     except DB_ERRORS:
         status = None
-    return web.Response(text=render_page(status), content_type="text/html")
+    page = render_page(status, await _chart(view) if status is not None else "")
+    return web.Response(text=page, content_type="text/html")
 
 
 async def static(request: web.Request) -> web.Response:

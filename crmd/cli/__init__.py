@@ -1,7 +1,8 @@
 """The `crmd` command: one parser and entry point, a module per group of subcommands.
 
 Commands report problems as one clear line on stderr and exit with sysexits codes: 64 for bad
-input, 69 when the database cannot be reached, 78 for a bad configuration.
+input, 69 when the database cannot be reached, 78 for a bad configuration. Everything they print,
+--help included, is in Portuguese, the operators' language.
 """
 
 from __future__ import annotations
@@ -12,16 +13,23 @@ from typing import NoReturn
 
 from crmd import __version__
 from crmd.cli import crm, dev, mapping, ops, plan, service
-from crmd.cli.common import Handler
+from crmd.cli.common import Handler, speak_portuguese
 
 
 def build_parser() -> argparse.ArgumentParser:
+    speak_portuguese()
     parser = argparse.ArgumentParser(
         prog="crmd",
-        description="Keeps a CRM in step with an ERP's PostgreSQL outbox queue (crm_sync_queue).",
+        description="Mantém um CRM em dia com a fila de saída (crm_sync_queue) do PostgreSQL do "
+        "ERP.",
     )
-    parser.add_argument("--version", action="version", version=f"crmd {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"crmd {__version__}",
+        help="mostra a versão e sai",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMANDO", required=True)
     service.register(sub)
     dev.register(sub)
     ops.register(sub)

@@ -7,41 +7,51 @@ import os
 import sys
 from typing import Any
 
-from crmd.cli.common import config_arg, run_async, settings_or_exit
+from crmd import ptbr
+from crmd.cli.common import config_arg, progress, run_async, settings_or_exit
 from crmd.store import db
 
 
 def register(sub: Any) -> None:
-    dev = sub.add_parser("dev", help="development helpers: sample data, a local CRM server")
-    dev_sub = dev.add_subparsers(dest="dev_command", metavar="DEV_COMMAND", required=True)
+    dev = sub.add_parser(
+        "dev",
+        help="ferramentas de desenvolvimento: dados de exemplo, um CRM local",
+        description="Ferramentas de desenvolvimento, fora do caminho do produto.",
+    )
+    dev_sub = dev.add_subparsers(dest="dev_command", metavar="SUBCOMANDO", required=True)
 
     p = dev_sub.add_parser(
         "seed",
-        help="fill the reference ERP schema with sample data",
-        description="Insert realistic Brazilian sample data (valid CPF/CNPJ, addresses, vendas "
-        "with items) into the reference ERP schema, in bulk. Its triggers enqueue every row.",
+        help="preenche o esquema de referência do ERP com dados de exemplo",
+        description="Insere em lote dados de exemplo brasileiros realistas (CPF/CNPJ válidos, "
+        "endereços, vendas com itens) no esquema de referência do ERP. Os gatilhos dele "
+        "enfileiram cada linha. No terminal mostra o progresso.",
     )
     config_arg(p)
-    p.add_argument("--lojas", type=int, default=2, metavar="N", help="lojas (default 2)")
+    p.add_argument("--lojas", type=int, default=2, metavar="N", help="lojas (padrão 2)")
     p.add_argument(
-        "--clientes", type=int, default=100, metavar="N", help="clientes per loja (default 100)"
+        "--clientes", type=int, default=100, metavar="N", help="clientes por loja (padrão 100)"
     )
     p.add_argument(
-        "--produtos", type=int, default=50, metavar="N", help="produtos per loja (default 50)"
+        "--produtos", type=int, default=50, metavar="N", help="produtos por loja (padrão 50)"
     )
     p.add_argument(
-        "--vendas", type=int, default=100, metavar="N", help="vendas per loja (default 100)"
+        "--vendas", type=int, default=100, metavar="N", help="vendas por loja (padrão 100)"
     )
     p.add_argument(
-        "--seed", type=int, default=None, metavar="N", help="random seed, for repeatable data"
+        "--seed",
+        type=int,
+        default=None,
+        metavar="N",
+        help="semente aleatória, para repetir os mesmos dados",
     )
     p.set_defaults(handler=cmd_dev_seed)
 
     p = dev_sub.add_parser(
         "crm",
-        help="run a local server that speaks GestãoClick's API",
-        description="Run a development CRM server speaking the part of GestãoClick's API crmd "
-        "uses, with its rate limits and fault injection.",
+        help="roda um servidor local que fala a API do GestãoClick",
+        description="Roda um CRM de desenvolvimento que fala a parte da API do GestãoClick que o "
+        "crmd usa, com os limites de requisições e falhas injetáveis.",
     )
     from crmd.dev.devcrm import cli as devcrm_cli
 
@@ -55,22 +65,25 @@ def cmd_dev_seed(args: argparse.Namespace) -> int:
     settings = settings_or_exit(args)
 
     async def go() -> int:
+        total = args.lojas * (1 + args.clientes + args.produtos + args.vendas)
         conn = await db.connect(settings.database)
         try:
-            counts = await seed.seed(
-                conn,
-                lojas=args.lojas,
-                clientes=args.clientes,
-                produtos=args.produtos,
-                vendas=args.vendas,
-                seed=args.seed,
-            )
+            with progress("Inserindo dados de exemplo", total=total, unit="registros") as bar:
+                counts = await seed.seed(
+                    conn,
+                    lojas=args.lojas,
+                    clientes=args.clientes,
+                    produtos=args.produtos,
+                    vendas=args.vendas,
+                    seed=args.seed,
+                    progress=bar.update_to,
+                )
         except ValueError as exc:
             print(f"crmd dev seed: {exc}", file=sys.stderr)
             return os.EX_USAGE
         finally:
             await conn.close()
-        print(", ".join(f"{n} {what}" for what, n in counts.items()) + " inserted")
+        print("Inseridos: " + ", ".join(ptbr.count(n, what) for what, n in counts.items()))
         return os.EX_OK
 
     return run_async(go())

@@ -1,12 +1,15 @@
 """HTTP to one CRM account: a keep-alive session, its rate limiter, and network errors named.
 
 Every request waits for the account's limiter first, so no caller can bypass the budget. The
-transport knows nothing of the CRM's resources or of the queue: providers build on it.
+transport knows nothing of the CRM's resources or of the queue: providers build on it. It keeps
+each request and its answer for the attempt's log row (`RequestCount.exchanges`): bodies capped
+at BODY_MAX_CHARS, secrets masked, headers (where the tokens travel) never kept.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
@@ -19,6 +22,7 @@ from crmd import __version__
 from crmd.config import CrmAccountSettings
 from crmd.crm.errors import CrmError, ErrorKind
 from crmd.crm.limiter import RateLimiter
+from crmd.model import Exchange
 
 USER_AGENT = f"crmd/{__version__} (ERP-CRM sync daemon)"
 
@@ -54,6 +58,7 @@ class RequestCount:
     statuses: list[int] = field(default_factory=list)
     queued: int = 0  # requests in the rate limiter's queue, not yet granted
     bulk: bool = False  # bulk work (the full sync): only its share of the shared budget
+    exchanges: list[Exchange] = field(default_factory=list)  # what was sent and answered
 
 
 _current: ContextVar[RequestCount | None] = ContextVar("crmd_request_count", default=None)
@@ -139,6 +144,7 @@ class Transport:
         waited: float,
     ) -> Response:
         status: int | None = None
+        received: str | None = None
         start = time.perf_counter()
         try:
             async with session.request(
@@ -147,29 +153,76 @@ class Transport:
                 text = await resp.text()
                 status = resp.status
                 count.statuses.append(resp.status)
+                received = text
                 return Response(resp.status, _parse(text), resp.headers)
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
             reason = str(exc) or type(exc).__name__  # no connection: the CRM got nothing
+            received = f"(sem conexão: {reason})"
             raise CrmError(
                 ErrorKind.RETRYABLE, f"{method} {path}: {reason}", delivered=False
             ) from None
         except TimeoutError:
+            received = f"(sem resposta em {self._timeout.total} s)"
             raise CrmError(
                 ErrorKind.RETRYABLE,
-                f"{method} {path}: no answer within {self._timeout.total} s",
+                f"{method} {path}: sem resposta em {self._timeout.total} s",
                 delivered=True,
             ) from None
         except aiohttp.ClientError as exc:
             reason = str(exc) or type(exc).__name__
+            received = f"(conexão interrompida: {reason})"
             raise CrmError(
                 ErrorKind.RETRYABLE, f"{method} {path}: {reason}", delivered=True
             ) from None
         finally:
-            event = RequestEvent(
-                self.name, method, path, status, time.perf_counter() - start, waited
-            )
+            seconds = time.perf_counter() - start
+            count.exchanges.append(exchange(method, path, params, status, seconds, body, received))
+            event = RequestEvent(self.name, method, path, status, seconds, waited)
             for observe in observers:
                 observe(event)
+
+
+BODY_MAX_CHARS = 4000
+"""Longest body kept in the log, each way: a venda's payload fits; a megabyte of error page
+does not fill the log."""
+_SECRET_NAME = re.compile(r"token|secret|senha|password|passwd|authorization", re.I)
+_SECRET_TEXT = re.compile(
+    r'("(?:[^"]*(?:token|secret|senha|password|passwd|authorization)[^"]*)"\s*:\s*)"[^"]*"', re.I
+)
+
+
+def exchange(
+    method: str,
+    path: str,
+    params: Mapping[str, str] | None,
+    status: int | None,
+    seconds: float,
+    sent: Any,
+    received: str | None,
+) -> Exchange:
+    """The log's copy of one request: secrets masked, bodies capped."""
+    if params:
+        shown = "&".join(f"{k}={'***' if _SECRET_NAME.search(k) else v}" for k, v in params.items())
+        path = f"{path}?{shown}"
+    sent_text = None if sent is None else json.dumps(_masked(sent), ensure_ascii=False)
+    received_text = None if received is None else _SECRET_TEXT.sub(r'\1"***"', received)
+    return Exchange(
+        method, path, status, int(seconds * 1000), _capped(sent_text), _capped(received_text)
+    )
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_NAME.search(str(k)) else _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
+def _capped(text: str | None) -> str | None:
+    if text is None or len(text) <= BODY_MAX_CHARS:
+        return text
+    return f"{text[:BODY_MAX_CHARS]}… (+{len(text) - BODY_MAX_CHARS} caracteres)"
 
 
 def _parse(text: str) -> Any:

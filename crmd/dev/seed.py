@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, timedelta
 from decimal import Decimal
 
@@ -251,11 +251,11 @@ def _validate(lojas: int, clientes: int, produtos: int, vendas: int) -> None:
         ("vendas", vendas),
     ):
         if value < 0:
-            raise ValueError(f"{name} must be zero or more, got {value}")
+            raise ValueError(f"--{name} deve ser zero ou mais, não {value}")
     if vendas > 0 and clientes == 0:
-        raise ValueError("clientes must be more than zero when vendas are asked for")
+        raise ValueError("--clientes deve ser mais que zero quando há vendas")
     if vendas > 0 and produtos == 0:
-        raise ValueError("produtos must be more than zero when vendas are asked for")
+        raise ValueError("--produtos deve ser mais que zero quando há vendas")
 
 
 async def _allocate_ids(conn: asyncpg.Connection, table: str, n: int) -> list[int]:
@@ -276,10 +276,13 @@ async def seed(
     produtos: int,
     vendas: int,
     seed: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> dict[str, int]:
     """Create `lojas` new lojas, each with `clientes`, `produtos` and `vendas` of its own.
 
-    Returns the counts inserted, items included. Raises ValueError for impossible arguments.
+    Returns the counts inserted, items included; `progress` gets the running count of records
+    (lojas, clientes, produtos, vendas) after each loja. Raises ValueError for impossible
+    arguments.
     """
     _validate(lojas, clientes, produtos, vendas)
     fake = _Faker(random.Random(seed))
@@ -297,6 +300,8 @@ async def seed(
             added = await _seed_loja(conn, fake, loja_id, today, **sizes)
             for what, n in added.items():
                 counts[what] += n
+            if progress is not None:
+                progress(sum(n for what, n in counts.items() if what != "itens"))
     return counts
 
 

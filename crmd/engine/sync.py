@@ -71,8 +71,11 @@ class Syncer:
         if outcome.success:
             work.account.answered()
         outcome.requests = count.sent
-        if outcome.http_status is None and count.statuses:
-            outcome.http_status = count.statuses[-1]
+        outcome.exchanges = count.exchanges
+        if outcome.http_status is None and count.exchanges:
+            # The last request's status: None when it got no answer (an earlier lookup's 200
+            # says nothing of the create that failed after it).
+            outcome.http_status = count.exchanges[-1].status
         outcome.duration_ms = int((time.perf_counter() - start) * 1000)
         return outcome
 

@@ -12,12 +12,12 @@ class InvalidRequest(ValueError):
 def check_entity(entidade: str) -> str:
     if entidade not in ENTITIES:
         raise InvalidRequest(
-            f"unknown entidade {entidade!r}; expected one of {', '.join(ENTITIES)}"
+            f"entidade desconhecida {entidade!r}; as entidades são {', '.join(ENTITIES)}"
         )
     return entidade
 
 
 def check_int(name: str, value: object, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise InvalidRequest(f"{name} must be an integer from {low} to {high}, not {value!r}")
+        raise InvalidRequest(f"{name} deve ser um inteiro de {low} a {high}, não {value!r}")
     return value

@@ -123,11 +123,11 @@ async def _lojas(
         return await erp.lojas(conn, sources)
     asked = sorted({check_int("loja", n, 1, 2**31 - 1) for n in lojas})
     if not asked:
-        raise InvalidRequest("lojas is empty: leave it out to enqueue every loja")
+        raise InvalidRequest("lojas está vazio: deixe de fora para enfileirar todas as lojas")
     found = await erp.lojas(conn, sources, asked)
     missing = sorted(set(asked) - set(found))
     if missing:
-        raise InvalidRequest(f"no loja with id {', '.join(map(str, missing))}")
+        raise InvalidRequest(f"nenhuma loja com id {', '.join(map(str, missing))}")
     return found
 
 

@@ -42,10 +42,10 @@ async def retry(
     waits). Exactly one of `ids`, `entidade` and `all_failed` selects them."""
     chosen = sum([ids is not None, entidade is not None, all_failed])
     if chosen != 1:
-        raise InvalidRequest("choose exactly one of ids, entidade or all_failed")
+        raise InvalidRequest("escolha exatamente um de ids, entidade ou all_failed")
     if ids is not None:
         if not ids:
-            raise InvalidRequest("ids is empty: name at least one queue item id")
+            raise InvalidRequest("ids está vazio: informe ao menos um id de item da fila")
         ids = [check_int("id", i, 1, 2**63 - 1) for i in ids]
     if entidade is not None:
         check_entity(entidade)

@@ -13,6 +13,9 @@ from croniter import croniter
 from crmd.config import ScheduleSettings
 from crmd.store import timers
 
+TIMER_LABELS = {"cleanup": "Limpeza", "full_sync": "Sincronização completa"}
+"""Each timer's name for people (CLI, dashboard); the keys stay identifiers."""
+
 
 @dataclass(frozen=True)
 class TimerInfo:

@@ -10,6 +10,7 @@ the daemon knows.
 from __future__ import annotations
 
 import time
+import zoneinfo
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
@@ -17,16 +18,19 @@ from typing import Protocol
 import asyncpg
 from pydantic import BaseModel
 
+from crmd import ptbr
 from crmd.crm.accounts import Account
 from crmd.engine.work import Stats
 from crmd.model import ENTITIES
 from crmd.ops.schedule import TimerInfo
-from crmd.store import budget, instances, mapping, reports
+from crmd.store import budget, history, instances, mapping, reports
 
 RECENT_ERRORS = 10
 # An instance whose heartbeat (every 5 s) is older than this is shown as gone.
 ALIVE_SECONDS = 15.0
 STATES = ("pendente", "processando", "falhou", "ignorado")
+PACE_WINDOW = 600.0
+"""The recent past whose pace the estimate of when the queue is empty assumes goes on."""
 
 
 class QueueReport(BaseModel):
@@ -92,6 +96,11 @@ class AccountReport(BaseModel):
     paused_until: str | None
     reason: str | None
     limits: list[LimitReport]
+    # The estimate "fila esvazia em ~3 h 20 min": the account's open items, its pace over the
+    # last PACE_WINDOW and its budget. drain_seconds None: nothing was sent lately to tell.
+    pending: int = 0
+    requests_per_minute: float = 0.0
+    drain_seconds: float | None = None
 
 
 class TimerReport(BaseModel):
@@ -145,9 +154,11 @@ class Reloads(Protocol):
 
 class StatusReport(BaseModel):
     generated_at: str
+    timezone: str = "UTC"  # where people are: every time is shown in it, CLI and page alike
     queue: QueueReport
     last_24h: DayReport
     last_hour: HourReport
+    processed_today: int = 0  # successes since midnight in `timezone`
     recent_errors: list[ErrorReport]
     # "Criação incerta": a person checks the CRM for these, then `crmd retry`.
     uncertain_creates: list[UncertainReport] = []
@@ -165,6 +176,7 @@ async def report(
     accounts: Mapping[str, Account] | None = None,
     timers: Sequence[TimerInfo] | None = None,
     daemon: DaemonReport | None = None,
+    timezone: str = "UTC",
 ) -> StatusReport:
     """The report from the database, with what the caller knows of accounts, timers and the
     daemon. Reads only small partial indexes: milliseconds on a queue of millions of rows."""
@@ -180,8 +192,16 @@ async def report(
     errors = await reports.last_errors(conn, RECENT_ERRORS)
     uncertain = await mapping.uncertain(conn, RECENT_ERRORS)
     attempts = rates["attempts_24h"]
+    tz = zoneinfo.ZoneInfo(timezone)
+    midnight = now.astimezone(tz).replace(hour=0, minute=0, second=0, microsecond=0)
+    account_list = await shared_accounts(conn, accounts)
+    if account_list is not None:
+        open_total = sum(depth["pendente"].values()) + sum(depth["processando"].values())
+        account_list = await _with_estimates(conn, account_list, open_total)
     return StatusReport(
         generated_at=now.isoformat(),
+        timezone=timezone,
+        processed_today=await history.succeeded_since(conn, midnight),
         queue=QueueReport(
             pending=depth["pendente"],
             pending_total=sum(depth["pendente"].values()),
@@ -217,7 +237,7 @@ async def report(
             )
             for r in uncertain
         ],
-        accounts=await shared_accounts(conn, accounts),
+        accounts=account_list,
         instances=instance_reports(await instances.listed(conn)),
         timers=None if timers is None else [_timer(t) for t in timers],
         daemon=daemon,
@@ -286,6 +306,69 @@ def instance_reports(rows: Sequence[asyncpg.Record]) -> list[InstanceReport]:
     ]
 
 
+async def _with_estimates(
+    conn: asyncpg.Connection, items: list[AccountReport], open_total: int
+) -> list[AccountReport]:
+    """Each account's share of the backlog (by loja, when lojas have accounts of their own),
+    its recent pace and when its share will have been sent."""
+    pace = await history.recent_pace(conn, PACE_WINDOW)
+    if len(items) == 1:
+        shares = {items[0].name: open_total}
+    else:
+        shares = {}
+        names = {a.name for a in items}
+        for loja, n in (await history.open_by_loja(conn)).items():
+            name = f"loja-{loja}" if f"loja-{loja}" in names else "default"
+            shares[name] = shares.get(name, 0) + n
+    for a in items:
+        requests, succeeded, span = pace.get(a.name, (0, 0, 0.0))
+        seconds = max(min(span, PACE_WINDOW), 60.0)
+        a.pending = shares.get(a.name, 0)
+        a.requests_per_minute = round(requests * 60 / seconds, 1)
+        a.drain_seconds = drain_estimate(
+            a.pending,
+            requests / seconds,
+            requests / succeeded if succeeded else 1.0,
+            [(lim.requests, lim.per_seconds, lim.used) for lim in a.limits],
+        )
+    return items
+
+
+def drain_estimate(
+    pending: int,
+    requests_per_second: float,
+    requests_per_item: float,
+    limits: Sequence[tuple[int, float, int]],
+) -> float | None:
+    """Seconds until `pending` items are sent at the recent pace, within the budget: a limit
+    whose window is longer than the pace's (the daily one) and whose room runs out slows what is
+    left to that limit's average rate. `limits`: (requests, per_seconds, used now). None when
+    nothing was sent lately, so there is no pace to go by."""
+    if pending <= 0:
+        return 0.0
+    if requests_per_second <= 0:
+        return None
+    needed = pending * max(requests_per_item, 1.0)
+    seconds = needed / requests_per_second
+    for requests, per_seconds, used in limits:
+        if per_seconds <= PACE_WINDOW:
+            continue  # already in the pace
+        room = max(requests - used, 0)
+        if needed > room:
+            rest = (needed - room) / (requests / per_seconds)
+            seconds = max(seconds, room / requests_per_second + rest)
+    return seconds
+
+
+def drain_text(seconds: float | None, pending: int) -> str:
+    """ "fila esvazia em ~3 h 20 min" (the dashboard's script says the same)."""
+    if pending <= 0:
+        return "fila vazia"
+    if seconds is None:
+        return "sem envios nos últimos 10 min para estimar"
+    return f"fila esvazia em ~{ptbr.duration(seconds)}"
+
+
 def daemon_report(
     *, ready: bool, reloads: Reloads, stats: Stats | None, token_configured: bool
 ) -> DaemonReport:
@@ -320,11 +403,5 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def format_age(seconds: float) -> str:
-    """A duration for people: 45 s, 12 min, 3.5 h, 2.0 dias (the status output's language)."""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172_800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} dias"
+    """A duration for people: 45 s, 12 min, 3 h 20 min, 2 dias 4 h."""
+    return ptbr.duration(seconds)

@@ -22,7 +22,8 @@ import asyncpg
 import structlog
 import uvloop
 
-from crmd.config import ConfigError, Settings, effective, load_settings
+from crmd import ptbr
+from crmd.config import ALL_SECRETS, ConfigError, Settings, effective, load_settings
 from crmd.crm.accounts import Account, build_accounts, close_accounts, reconcile
 from crmd.engine.loop import Engine
 from crmd.ops import cleanup as cleanup_op
@@ -41,7 +42,7 @@ from crmd.service.startup import (
 from crmd.service.tasks import Supervisor
 from crmd.service.timers import Action, Timers
 from crmd.service.view import DaemonView, ReloadInfo, Surface, SurfaceStarter, no_timers
-from crmd.store import db, migrate, reports
+from crmd.store import db, history, migrate, reports
 from crmd.store.budget import PgBudget
 
 log = structlog.get_logger("crmd.daemon")
@@ -106,7 +107,7 @@ class Daemon:
         loop.add_signal_handler(signal.SIGTERM, self._on_stop_signal, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._on_stop_signal, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
-        self.notifier.status("connecting to the database")
+        self.notifier.status("conectando ao banco de dados")
         try:
             self.pool = await open_pool(
                 self.settings.database,
@@ -115,7 +116,7 @@ class Daemon:
             )
         except migrate.SchemaOutdated as exc:
             log.error("schema_outdated", error=str(exc))
-            self.notifier.stopping(f"schema outdated: {exc}")
+            self.notifier.stopping(f"esquema desatualizado: {exc}")
             return os.EX_CONFIG
         if self.pool is None:  # stopped while waiting for the database
             self.notifier.stopping()
@@ -138,6 +139,7 @@ class Daemon:
         self.tasks.start("timers", lambda: timers.run(self.stop))
         self.tasks.start("summary", self._report)
         self.tasks.start("heartbeat", self.instance.beat)
+        self.tasks.start("samples", self._sample_depth)
         if self.notifier.watchdog_interval() is not None:
             self.tasks.start("watchdog", self._watchdog)
         self.notifier.ready(self.status_line())
@@ -150,7 +152,7 @@ class Daemon:
         return self.pool
 
     def _waiting_for_database(self, why: str) -> None:
-        self.notifier.status(f"waiting for the database: {why}")
+        self.notifier.status(f"aguardando o banco de dados: {why}")
 
     def view(self) -> DaemonView:
         """What the admin endpoint shows, read afresh at every request."""
@@ -182,7 +184,7 @@ class Daemon:
     async def _shutdown(self) -> int:
         assert self.engine is not None and self.pool is not None
         self.stopping = True
-        self.notifier.stopping("stopping: finishing calls in flight")
+        self.notifier.stopping("parando: terminando as chamadas em andamento")
         log.info("stopping", in_flight=self.engine.in_flight)
         await self.tasks.wait("engine")  # the claim loop ends at stop
         timeout = 0.0 if self._force else self.settings.sync.shutdown_timeout_seconds
@@ -225,7 +227,7 @@ class Daemon:
     async def reload(self) -> None:
         """Re-read and validate everything, the new database included; then apply all of it, or
         none of it. Always ends with READY=1 and a STATUS that says which."""
-        self.notifier.reloading("reloading configuration")
+        self.notifier.reloading("recarregando a configuração")
         self.reloads.count += 1
         self.reloads.last_at = time.time()
         try:
@@ -234,7 +236,7 @@ class Daemon:
             reason = str(exc) or type(exc).__name__
             self.reloads.last_ok, self.reloads.last_error = False, reason
             log.error("reload_failed", error=reason, note="still running on the old config")
-            self.notifier.ready(f"reload FAILED, old config kept: {reason}"[:200])
+            self.notifier.ready(f"reload FALHOU, configuração anterior mantida: {reason}"[:200])
             return
         old = self.settings
         changed = changed_keys(effective(old), effective(new))
@@ -247,7 +249,7 @@ class Daemon:
     async def _prepare(self) -> tuple[Settings, dict[str, Account], asyncpg.Pool | None]:
         """The new settings, accounts and (when [database] changed) pool, all checked; nothing
         of the running daemon is touched here."""
-        new, _ = load_settings(self.config_path)
+        new, _ = load_settings(self.config_path, secrets=ALL_SECRETS)
         if problems := new.problems_for_run():
             raise ConfigError(problems)
         # Built on the daemon's budget, which follows its pool (the new one once applied).
@@ -260,7 +262,7 @@ class Daemon:
             pool = await asyncio.wait_for(open_pool(new.database), wait)
         except TimeoutError:
             raise db.DatabaseUnavailable(
-                f"the new database did not answer within {wait:g} s"
+                f"o novo banco de dados não respondeu em {ptbr.number(wait, 1)} s"
             ) from None
         except BaseException:
             await close_accounts(accounts)
@@ -319,6 +321,17 @@ class Daemon:
             if time.monotonic() - self._summary.at >= self.settings.log.summary_interval_seconds:
                 await self._log_summary()
 
+    async def _sample_depth(self) -> None:
+        """The queue's depth once a minute (just after it starts), for the dashboard's chart."""
+        while True:
+            assert self.pool is not None
+            try:
+                async with self.pool.acquire() as conn:
+                    await history.record_depth_sample(conn)
+            except db.DB_ERRORS as exc:
+                log.warning("depth_sample_failed", error=str(exc) or type(exc).__name__)
+            await asyncio.sleep(61.0 - time.time() % 60.0)
+
     async def _log_summary(self) -> None:
         assert self.engine is not None and self.pool is not None
         stats, prev = self.engine.stats, self._summary
@@ -352,13 +365,14 @@ class Daemon:
 
     def status_line(self) -> str:
         if self.engine is None:
-            return "starting"
+            return "iniciando"
         s = self.engine.stats
+        n = ptbr.number
         parts = [
-            f"processados {s.succeeded}",
-            f"erros {s.failed}",
-            f"requisições {s.requests}",
-            f"em andamento {self.engine.in_flight}",
+            f"processados {n(s.succeeded)}",
+            f"erros {n(s.failed)}",
+            f"requisições {n(s.requests)}",
+            f"em andamento {n(self.engine.in_flight)}",
         ]
         paused = self._paused()
         if paused:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 import structlog
 
+from crmd import ptbr
 from crmd.aio import Backoff, wait_any
 from crmd.config import DatabaseSettings, Settings
 from crmd.crm.accounts import Account, build_accounts, close_accounts
@@ -110,9 +111,11 @@ async def run_once(settings: Settings) -> Stats:
 def summary(stats: Stats, elapsed: float) -> str:
     """The old cron's line: processados n/m, erros, tempo."""
     attempted = stats.succeeded + stats.failed + stats.retried
-    ignored = f", ignorados {stats.ignored}" if stats.ignored else ""
+    n = ptbr.number
+    ignored = f", ignorados {n(stats.ignored)}" if stats.ignored else ""
     return (
-        f"processados {stats.succeeded}/{attempted}, erros {stats.failed + stats.retried} "
-        f"({stats.failed} definitivos){ignored}, adiados {stats.released}, "
-        f"requisições {stats.requests}, tempo {elapsed:.1f}s"
+        f"processados {n(stats.succeeded)}/{n(attempted)}, "
+        f"erros {n(stats.failed + stats.retried)} ({n(stats.failed)} definitivos){ignored}, "
+        f"adiados {n(stats.released)}, requisições {n(stats.requests)}, "
+        f"tempo {n(elapsed, 1)} s"
     )

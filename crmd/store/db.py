@@ -49,7 +49,7 @@ def _connect_kwargs(settings: DatabaseSettings) -> dict[str, Any]:
 
 def _unavailable(settings: DatabaseSettings, exc: BaseException) -> DatabaseUnavailable:
     reason = str(exc) or type(exc).__name__
-    return DatabaseUnavailable(f"cannot connect to {dsn.redact(settings.dsn)}: {reason}")
+    return DatabaseUnavailable(f"não foi possível conectar a {dsn.redact(settings.dsn)}: {reason}")
 
 
 async def connect(settings: DatabaseSettings) -> asyncpg.Connection:

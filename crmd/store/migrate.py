@@ -78,7 +78,9 @@ async def check_current(conn: asyncpg.Connection) -> None:
     missing = await pending(conn)
     if missing:
         names = ", ".join(map(str, missing))
-        raise SchemaOutdated(f"database schema is not up to date ({names}): run crmd migrate")
+        raise SchemaOutdated(
+            f"o esquema do banco não está em dia (falta {names}): rode crmd migrate"
+        )
 
 
 async def migrate(conn: asyncpg.Connection, extra: Sequence[MigrationSet] = ()) -> list[Migration]:

@@ -8,12 +8,13 @@ item another worker may have claimed since) gets "stale" back and changes nothin
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 
 import asyncpg
 
-from crmd.model import Entry, Item, NewItem, Outcome, OutcomeKind, RetryPolicy, Settled
+from crmd.model import Entry, Exchange, Item, NewItem, Outcome, OutcomeKind, RetryPolicy, Settled
 from crmd.store.sql import queries
 
 
@@ -136,6 +137,7 @@ async def settle(
                 o.duration_ms,
                 estado,
                 delay,
+                _exchanges(o.exchanges) if status is not None else None,
             )
         )
     results: list[str] = await conn.fetchval(queries["settle"], rows)
@@ -160,6 +162,37 @@ MAX_DELAY = 86_400.0  # no item is put off further than a day at a time
 
 def _finite(delay: float) -> float:
     return delay if 0.0 <= delay <= MAX_DELAY else (0.0 if delay < 0 else MAX_DELAY)
+
+
+def _exchanges(exchanges: Sequence[Exchange]) -> str | None:
+    """The attempt's requests as the log's `trocas` (jsonb, which holds no NUL either); at
+    most MAX_EXCHANGES, the first ones and the last (a long paged lookup keeps its ends)."""
+    if not exchanges:
+        return None
+    kept = list(exchanges)
+    if len(kept) > MAX_EXCHANGES:
+        kept = [*kept[: MAX_EXCHANGES - 1], kept[-1]]
+    return json.dumps(
+        [
+            {
+                "metodo": e.method,
+                "caminho": _no_nul(e.path),
+                "http_status": e.status,
+                "duracao_ms": e.duration_ms,
+                "enviado": _no_nul(e.sent),
+                "recebido": _no_nul(e.received),
+            }
+            for e in kept
+        ],
+        ensure_ascii=False,
+    )
+
+
+MAX_EXCHANGES = 10
+
+
+def _no_nul(text: str | None) -> str | None:
+    return None if text is None else text.replace("\x00", "")
 
 
 def _text(message: str) -> str:

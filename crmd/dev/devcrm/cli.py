@@ -26,82 +26,83 @@ def _limit(text: str) -> tuple[int, float]:
     except ValueError:
         limit = (0, 0.0)
     if not sep or limit[0] < 1 or limit[1] <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected REQUESTS/SECONDS, such as 3/1")
+        raise argparse.ArgumentTypeError(f"{text!r}: esperado REQUISIÇÕES/SEGUNDOS, como 3/1")
     return limit
 
 
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text}: expected a fraction from 0 to 1")
+        raise argparse.ArgumentTypeError(f"{text}: esperada uma fração de 0 a 1")
     return value
 
 
 def _seconds(text: str) -> float:
     value = float(text)
     if value < 0:
-        raise argparse.ArgumentTypeError(f"{text}: expected seconds >= 0")
+        raise argparse.ArgumentTypeError(f"{text}: esperados segundos >= 0")
     return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+        "--host", default="127.0.0.1", help="endereço onde escutar (padrão 127.0.0.1)"
     )
     parser.add_argument(
         "--port",
         type=int,
         default=8800,
-        help="port to listen on; 0 picks a free one (default 8800)",
+        help="porta onde escutar; 0 escolhe uma livre (padrão 8800)",
     )
     parser.add_argument(
         "--access-token",
         default="dev-access-token",
         metavar="TOKEN",
-        help="the access-token header clients must send (default dev-access-token)",
+        help="o cabeçalho access-token que os clientes devem enviar (padrão dev-access-token)",
     )
     parser.add_argument(
         "--secret-access-token",
         default="dev-secret-access-token",
         metavar="TOKEN",
-        help="the secret-access-token header clients must send (default dev-secret-access-token)",
+        help="o cabeçalho secret-access-token que os clientes devem enviar (padrão "
+        "dev-secret-access-token)",
     )
     parser.add_argument(
         "--limit",
         type=_limit,
         action="append",
-        metavar="REQUESTS/SECONDS",
-        help="a sliding-window rate limit, answered with 429 when exceeded; repeat for several "
-        "(default: 3/1 and 30000/86400, as GestãoClick)",
+        metavar="REQUISIÇÕES/SEGUNDOS",
+        help="um limite em janela deslizante, respondido com 429 quando passa; repita para "
+        "vários (padrão: 3/1 e 30000/86400, como o GestãoClick)",
     )
-    parser.add_argument("--no-limits", action="store_true", help="enforce no rate limits at all")
+    parser.add_argument("--no-limits", action="store_true", help="nenhum limite de requisições")
     parser.add_argument(
         "--latency",
         type=_seconds,
         default=0.0,
-        metavar="SECONDS",
-        help="wait this long before answering every API request (default 0)",
+        metavar="SEGUNDOS",
+        help="espera este tempo antes de responder cada requisição da API (padrão 0)",
     )
     parser.add_argument(
         "--error-rate",
         type=_fraction,
         default=0.0,
-        metavar="FRACTION",
-        help="answer this fraction of admitted requests with 500, 502 or 503 (default 0)",
+        metavar="FRAÇÃO",
+        help="responde esta fração das requisições aceitas com 500, 502 ou 503 (padrão 0)",
     )
     parser.add_argument(
         "--drop-rate",
         type=_fraction,
         default=0.0,
-        metavar="FRACTION",
-        help="close the connection without answering for this fraction of requests (default 0)",
+        metavar="FRAÇÃO",
+        help="fecha a conexão sem responder nesta fração das requisições (padrão 0)",
     )
     parser.add_argument(
         "--retry-after",
         type=_seconds,
         default=None,
-        metavar="SECONDS",
-        help="send a Retry-After header with this value on 429s (default: none, as GestãoClick)",
+        metavar="SEGUNDOS",
+        help="envia Retry-After com este valor nos 429 (padrão: nenhum, como o GestãoClick)",
     )
     empty = parser.add_mutually_exclusive_group()
     empty.add_argument(
@@ -109,35 +110,40 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         dest="empty_list_as_string",
         action="store_true",
         default=True,
-        help='answer an empty list with "data": "Não há dados!", as GestãoClick has been seen '
-        "to (the default)",
+        help='responde uma lista vazia com "data": "Não há dados!", como o GestãoClick já foi '
+        "visto fazer (o padrão)",
     )
     empty.add_argument(
         "--empty-list-as-array",
         dest="empty_list_as_string",
         action="store_false",
-        help="answer an empty list with [] instead",
+        help="responde uma lista vazia com []",
     )
     parser.add_argument(
         "--loose-filters",
         action="store_true",
-        help="list filters match every record containing the value, not only equal ones, as "
-        "list filters have been seen to",
+        help="os filtros de lista casam todo registro que contém o valor, não só os iguais, "
+        "como já foi visto",
     )
     parser.add_argument(
         "--existing-vendas",
         type=int,
         default=0,
         metavar="N",
-        help="start with N vendas of the account's own, numbered 1..N, of a cliente of its own "
-        "(default 0)",
+        help="começa com N vendas da própria conta, numeradas 1..N, de um cliente dela (padrão 0)",
     )
     parser.add_argument(
         "--seed",
         type=int,
         default=None,
         metavar="N",
-        help="random seed for which requests get injected errors and drops, for repeatable runs",
+        help="semente aleatória de quais requisições recebem erros e quedas, para repetir",
+    )
+    parser.add_argument(
+        "--state",
+        metavar="ARQUIVO",
+        help="guarda os registros neste arquivo JSON entre reinícios (lido ao iniciar, gravado "
+        "logo após cada mudança e ao parar)",
     )
 
 
@@ -158,12 +164,16 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed,
         loose_filters=args.loose_filters,
         existing_vendas=max(args.existing_vendas, 0),
+        state_file=args.state,
     )
     crm = DevCrm(config, host=args.host, port=args.port)
     try:
         asyncio.run(_serve(crm))
     except OSError as exc:
-        print(f"crmd dev crm: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(
+            f"crmd dev crm: não foi possível escutar em {args.host}:{args.port}: {exc}",
+            file=sys.stderr,
+        )
         return EX_UNAVAILABLE
     return EX_OK
 
@@ -174,6 +184,6 @@ async def _serve(crm: DevCrm) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with crm:
-        limits = ", ".join(f"{n}/{s:g}s" for n, s in crm.config.limits) or "none"
-        print(f"crmd dev crm: listening on {crm.url} (limits: {limits})", flush=True)
+        limits = ", ".join(f"{n}/{s:g}s" for n, s in crm.config.limits) or "nenhum"
+        print(f"crmd dev crm: escutando em {crm.url} (limites: {limits})", flush=True)
         await stop.wait()

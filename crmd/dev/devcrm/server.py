@@ -20,12 +20,16 @@ and stay out of the ledger.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
+import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, NamedTuple
 
@@ -73,6 +77,9 @@ class DevCrmConfig:
     existing_vendas: int = 0
     """Vendas the account already holds at start (and after a reset), numbered 1..N by it, of
     a cliente of its own: what a lookup by `codigo` can wrongly find on a real account."""
+    state_file: str | None = None
+    """A JSON file the records are kept in across restarts (read at start, written shortly
+    after every change and at stop), so a crmd that remembers their ids still finds them."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limits", check_limits(self.limits))
@@ -128,6 +135,11 @@ class DevCrm:
         self._random = random.Random(self.config.seed)
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
+        self._dirty = False
+        self._saver: asyncio.Task[None] | None = None
+        if self.config.state_file and Path(self.config.state_file).exists():
+            state = json.loads(Path(self.config.state_file).read_text(encoding="utf-8"))
+            self.store.restore(state)
         self.app = self._make_app()
 
     # --- in-process API -----------------------------------------------------------------------
@@ -160,6 +172,7 @@ class DevCrm:
         """Forget records (the account's own vendas come back), ledger and limit counters;
         faults go back to the configured ones."""
         self.store.clear()
+        self._dirty = True
         self._ledger.clear()
         self._limiter.clear()
         self._limiters.clear()
@@ -179,11 +192,35 @@ class DevCrm:
         self._runner = runner
         host, port = runner.addresses[0][:2]
         self._url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        if self.config.state_file:
+            self._saver = asyncio.create_task(self._save_changes())
 
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self._saver is not None:
+            self._saver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._saver
+            self._saver = None
+            self.save()
+
+    def save(self) -> None:
+        """Write the records to `state_file` (atomically: a crash leaves the old file)."""
+        if not self.config.state_file:
+            return
+        path = Path(self.config.state_file)
+        part = path.with_suffix(path.suffix + ".part")
+        part.write_text(json.dumps(self.store.dump(), ensure_ascii=False), encoding="utf-8")
+        os.replace(part, path)
+        self._dirty = False
+
+    async def _save_changes(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self._dirty:
+                self.save()
 
     async def __aenter__(self) -> DevCrm:
         await self.start()
@@ -230,6 +267,8 @@ class DevCrm:
                 return web.Response(status=499)  # never sent: the connection is gone
             response = verdict.answer if verdict.answer is not None else await handler(request)
             status = response.status
+            if request.method in ("POST", "PUT", "DELETE") and status < 300:
+                self._dirty = True
             return response
         except web.HTTPException as exc:  # aiohttp's own 404/405 for unknown routes
             status = exc.status

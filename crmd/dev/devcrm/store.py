@@ -74,6 +74,23 @@ class Store:
         if self.existing_vendas:
             self.seed_vendas(self.existing_vendas)
 
+    def dump(self) -> JsonObject:
+        """The records and counters, as JSON data (`crmd dev crm --state`)."""
+        return {
+            "records": {r: list(self._records[r].values()) for r in RESOURCES},
+            "last_id": dict(self._last_id),
+            "last_codigo": self._last_codigo,
+        }
+
+    def restore(self, state: Mapping[str, Any]) -> None:
+        """Back to what `dump` saved: the same records under the same ids, so a crmd whose
+        crm_sync_map points at them finds them again after a restart."""
+        for resource in RESOURCES:
+            rows = state["records"].get(resource, [])
+            self._records[resource] = {int(r["id"]): r for r in rows}
+            self._last_id[resource] = int(state["last_id"].get(resource, 0))
+        self._last_codigo = int(state.get("last_codigo", 0))
+
     def seed_vendas(self, count: int) -> list[JsonObject]:
         """Vendas the account made itself, numbered by it, of a cliente crmd never sent."""
         other = self.create(
