@@ -469,6 +469,18 @@ async def test_dashboard_page_and_assets(admin: Harness) -> None:
     ):
         assert label in page
     assert '<span class="valor" data-field="pending_total">1</span>' in page
+    await admin.conn.execute(
+        "INSERT INTO crm_instance (id, host, pid, versao) VALUES (gen_random_uuid(), 'erp-1', 4242, '0.1.0'),"
+        " (gen_random_uuid(), 'erp-2', 77, '0.1.0')"
+    )
+    await admin.conn.execute(
+        "UPDATE crm_instance SET visto_em = now() - interval '1 min' WHERE pid = 77"
+    )
+    async with admin.session.get(admin.url("/")) as resp:
+        page = await resp.text()
+    assert "Instâncias do crmd" in page
+    assert "<td>erp-1</td><td>4242</td>" in page and "ativa, visto em" in page
+    assert "<strong>sem sinal</strong>" in page  # erp-2's heartbeat is a minute old
     for name, kind in (("app.js", "text/javascript"), ("style.css", "text/css")):
         async with admin.session.get(admin.url(f"/static/{name}")) as resp:
             assert (resp.status, resp.content_type) == (200, kind)

@@ -21,6 +21,7 @@ from crmd.ops.schedule import TIMER_LABELS
 from crmd.ops.status import (
     AccountReport,
     ErrorReport,
+    InstanceReport,
     QueueReport,
     StatusReport,
     TimerReport,
@@ -63,6 +64,7 @@ def render_page(report: StatusReport | None, chart: str = "") -> str:
             erros="",
             incertas="",
             incertas_oculta=" hidden",
+            instancias="",
             atualizado="—",
             fuso="UTC",
         )
@@ -76,6 +78,7 @@ def render_page(report: StatusReport | None, chart: str = "") -> str:
         erros=errors(report.recent_errors, tz),
         incertas=uncertain(report.uncertain_creates, tz),
         incertas_oculta="" if report.uncertain_creates else " hidden",
+        instancias=instances(report.instances, tz),
         atualizado=escape(ptbr.moment(report.generated_at, tz)),
         fuso=escape(tz),
     )
@@ -191,6 +194,23 @@ def timers(items: list[TimerReport] | None, tz: str = "UTC") -> str:
     return (
         "<table><thead><tr><th>Agendamento</th><th>Última execução</th>"
         f"<th>Próxima execução</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+
+
+def instances(items: list[InstanceReport], tz: str = "UTC") -> str:
+    """Every crmd process on the database, and whether its heartbeat is recent."""
+    if not items:
+        return '<p class="vazio">Nenhuma instância registrada.</p>'
+    rows = "".join(
+        f"<tr><td>{escape(i.host)}</td><td>{i.pid}</td><td>{escape(i.version)}</td>"
+        f"<td>{escape(ptbr.moment(i.started_at, tz))}</td>"
+        f"<td>{'ativa' if i.alive else '<strong>sem sinal</strong>'}, visto em "
+        f"{escape(ptbr.moment(i.seen_at, tz))}</td></tr>"
+        for i in items
+    )
+    return (
+        "<table><thead><tr><th>Máquina</th><th>PID</th><th>Versão</th><th>Desde</th>"
+        f"<th>Situação</th></tr></thead><tbody>{rows}</tbody></table>"
     )
 
 

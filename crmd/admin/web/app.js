@@ -193,6 +193,17 @@ function renderUncertain(items, tz) {
     `</thead><tbody>${rows}</tbody></table>`;
 }
 
+function renderInstances(items, tz) {
+  if (!items || !items.length) return '<p class="vazio">Nenhuma instância registrada.</p>';
+  const rows = items.map((i) =>
+    `<tr><td>${esc(i.host)}</td><td>${esc(i.pid)}</td><td>${esc(i.version)}</td>` +
+    `<td>${esc(moment(i.started_at, tz))}</td>` +
+    `<td>${i.alive ? "ativa" : "<strong>sem sinal</strong>"}, visto em ${esc(moment(i.seen_at, tz))}</td></tr>`
+  ).join("");
+  return "<table><thead><tr><th>Máquina</th><th>PID</th><th>Versão</th><th>Desde</th>" +
+    `<th>Situação</th></tr></thead><tbody>${rows}</tbody></table>`;
+}
+
 async function refresh() {
   try {
     const resp = await fetch("/api/status", { cache: "no-store" });
@@ -205,6 +216,7 @@ async function refresh() {
     $("agendamentos").innerHTML = renderTimers(r.timers, tz);
     $("erros").innerHTML = renderErrors(r.recent_errors, tz);
     $("incertas").innerHTML = renderUncertain(r.uncertain_creates, tz);
+    $("instancias").innerHTML = renderInstances(r.instances, tz);
     $("incertas-secao").hidden = !(r.uncertain_creates || []).length;
     $("atualizado").textContent = moment(r.generated_at, tz);
     $("conexao").textContent = "";
