@@ -470,8 +470,9 @@ async def test_dashboard_page_and_assets(admin: Harness) -> None:
         assert label in page
     assert '<span class="valor" data-field="pending_total">1</span>' in page
     await admin.conn.execute(
-        "INSERT INTO crm_instance (id, host, pid, versao) VALUES (gen_random_uuid(), 'erp-1', 4242, '0.1.0'),"
-        " (gen_random_uuid(), 'erp-2', 77, '0.1.0')"
+        "INSERT INTO crm_instance (id, host, pid, versao)"
+        " VALUES (gen_random_uuid(), 'erp-1', 4242, '0.1.0'),"
+        "        (gen_random_uuid(), 'erp-2', 77, '0.1.0')"
     )
     await admin.conn.execute(
         "UPDATE crm_instance SET visto_em = now() - interval '1 min' WHERE pid = 77"
