@@ -160,7 +160,7 @@ def test_the_operator_keys_default_safely_and_name_bad_values(tmp_path: Path) ->
         "crm.venda_situacao_cancelada_id",
         "map_import.clientes",
     }
-    assert "'Cancelada' is not a GestãoClick id" in found["crm.venda_situacao_cancelada_id"]
+    assert "'Cancelada' não é um id do GestãoClick" in found["crm.venda_situacao_cancelada_id"]
 
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:

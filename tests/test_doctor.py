@@ -164,7 +164,7 @@ async def test_doctor_tells_tokens_refused_and_a_database_away(crm: DevCrm, tmp_
 
     assert run.code == 1
     [database] = [line for line in run.lines("PROBLEMA") if "banco de dados" in line]
-    assert "cannot connect to postgresql://crmd@127.0.0.1:1/ecletech" in database
+    assert "não foi possível conectar a postgresql://crmd@127.0.0.1:1/ecletech" in database
     [url] = [line for line in run.lines("PROBLEMA") if "conta default" in line]
     assert "nenhuma URL aceitou os tokens ([crm] base_url" in url
     assert "responde mas recusa os tokens (401" in run.out
@@ -180,8 +180,8 @@ async def test_doctor_reports_missing_tokens_once_and_checks_the_rest(
 
     assert run.code == 1
     assert run.lines("PROBLEMA") == [
-        "PROBLEMA  configuração: crm.secret_access_token: gestaoclick needs it: set "
-        "secret_access_token or secret_access_token_file"
+        "PROBLEMA  configuração: crm.secret_access_token: o gestaoclick precisa dele: defina "
+        "secret_access_token ou secret_access_token_file"
     ]
     assert "ok        [sources] clientes" in run.out
     assert crm.ledger == []
@@ -310,5 +310,5 @@ def test_the_new_commands_have_help_in_portuguese(
         cli.main([*argv, "--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    assert "--config PATH" in text
+    assert "--config ARQUIVO" in text
     assert any(word in text for word in (" da ", " do ", " de ", " que "))

@@ -160,7 +160,7 @@ async def test_full_plans_what_enqueue_would_put_in_the_queue(
 
 
 async def test_bad_input_is_named(conn: asyncpg.Connection, settings: Settings) -> None:
-    with pytest.raises(InvalidRequest, match="unknown entidade"):
+    with pytest.raises(InvalidRequest, match="entidade desconhecida"):
         await plan.make_plan(conn, settings, entidade="pedidos")
     with pytest.raises(InvalidRequest, match="max_lookups"):
         await plan.make_plan(conn, settings, max_lookups=-1)

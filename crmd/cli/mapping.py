@@ -50,7 +50,7 @@ def register(sub: Any) -> None:
         "--query",
         metavar="SQL",
         help="a consulta a usar no lugar da de [map_import] (com uma única ENTIDADE), por "
-        'exemplo "SELECT id, external_id FROM clientes WHERE external_id IS NOT NULL"',
+        "exemplo 'SELECT id, external_id FROM clientes WHERE external_id IS NOT NULL'",
     )
     imp.add_argument(
         "--dry-run", action="store_true", help="só conta o que seria importado; nada é gravado"

@@ -64,8 +64,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--since",
         type=_days,
-        metavar="DAYS",
-        help="com --full, só os últimos DAYS dias, como em crmd enqueue",
+        metavar="DIAS",
+        help="com --full, só os últimos DIAS dias, como em crmd enqueue",
     )
     p.add_argument(
         "--lookups",
