@@ -80,9 +80,10 @@ class Engine:
         try:
             while True:
                 claimed = await self._claim()
-                for buffer in list(self._buffers.values()):
-                    await buffer.join()
+                settled = await self._finish_claimed(grace)
                 await self._recorder.drain()
+                if not settled:
+                    break  # the rest waits for a pause: shutdown gives it back
                 if claimed:
                     continue
                 async with self.pool.acquire() as conn:
@@ -93,6 +94,34 @@ class Engine:
         finally:
             await self.shutdown(0)
         return self.stats
+
+    async def _finish_claimed(self, grace: float) -> bool:
+        """Wait until the workers are through what was claimed; False as soon as all that is
+        left waits, unsent, for an account paused longer than `grace` (a refused token pauses
+        it for minutes: a one-off run gives those items back rather than sit out the pause)."""
+        joined = asyncio.ensure_future(
+            asyncio.gather(*(buffer.join() for buffer in self._buffers.values()))
+        )
+        try:
+            while not joined.done():
+                await asyncio.wait({joined}, timeout=0.1)
+                if joined.done():
+                    break
+
+                def paused(name: str) -> bool:
+                    return self.accounts[name].paused_for() > grace
+
+                busy = [work for work, _ in self._busy.values()]
+                if (
+                    busy
+                    and all(work.waiting and paused(work.account.name) for work in busy)
+                    and all(b.empty() or paused(n) for n, b in self._buffers.items())
+                ):
+                    return False
+            return True
+        finally:
+            joined.cancel()
+            await asyncio.gather(joined, return_exceptions=True)
 
     async def run(self, stop: asyncio.Event, wake: asyncio.Event) -> None:
         """Process until `stop` is set; `wake` (NOTIFY) cuts an idle wait short. A database
