@@ -49,6 +49,11 @@ def count(n: int, word: str) -> str:
     return f"{number(n)} {noun(n, word)}"
 
 
+def plural(n: int, one: str, many: str) -> str:
+    """A phrase NOUNS does not know, with its count: "1 linha lida", "2 linhas lidas"."""
+    return f"{number(n)} {one if n == 1 else many}"
+
+
 def agree(n: int, word: str, participle: str) -> str:
     """A participle given in the masculine singular ("encontrado") agreeing with `n` `word`:
     "encontrada", "encontrados", "encontradas"."""
@@ -63,8 +68,10 @@ def counted(n: int, word: str, participle: str) -> str:
 
 
 def duration(seconds: float) -> str:
-    """A span for people: "45 s", "12 min", "3 h 20 min", "2 dias 4 h"."""
-    total = max(round(seconds), 0)
+    """A span for people: "menos de 1 s", "45 s", "12 min", "3 h 20 min", "2 dias 4 h"."""
+    if seconds < 0.5:
+        return "menos de 1 s"
+    total = round(seconds)
     if total < 120:
         return f"{total} s"
     minutes = round(total / 60)

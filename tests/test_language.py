@@ -204,6 +204,7 @@ def test_numbers_plurals_and_times_read_as_in_brazil() -> None:
     assert ptbr.count(1, "itens") == "1 item"
     assert ptbr.duration(12_000) == "3 h 20 min"
     assert ptbr.duration(45) == "45 s"
+    assert ptbr.duration(0.01) == "menos de 1 s"
     assert ptbr.duration(3 * 86400 + 7200) == "3 dias 2 h"
     assert ptbr.moment("2025-03-14T12:05:09+00:00", "America/Sao_Paulo") == (
         "14/03/2025 09:05:09 UTC-03"

@@ -167,18 +167,19 @@ async def test_bad_input_is_named(conn: asyncpg.Connection, settings: Settings) 
 
 
 def test_the_budget_is_told_in_days_and_hours_at_the_binding_limit() -> None:
-    # The daily budget goes at the minute's pace (5 h), the rest when the day has turned.
+    # The daily budget goes at the minute's pace (5 h), the rest when the day has turned
+    # (24 h + 110 min).
     assert cost(plan.Budget("default", 41_000, DEFAULT_LIMITS)) == (
-        "~41.000 requisições: 1 dia e 2 h no limite de 30.000/dia"
+        "~41.000 requisições: 25 h 50 min no limite de 30.000/dia"
     )
     assert cost(plan.Budget("default", 90_000, DEFAULT_LIMITS)) == (
-        "~90.000 requisições: 2 dias e 5 h no limite de 30.000/dia"
+        "~90.000 requisições: 2 dias 5 h no limite de 30.000/dia"
     )
     assert cost(plan.Budget("default", 1_200, DEFAULT_LIMITS)) == (
         "~1.200 requisições: 12 min no limite de 100/min"
     )
     assert cost(plan.Budget("x", 50, (RateLimit(requests=3, per_seconds=1),))) == (
-        "~50 requisições: menos de 1 min no limite de 3/s"
+        "~50 requisições: 16 s no limite de 3/s"  # the first 3 go at once
     )
     assert cost(plan.Budget("x", 0, DEFAULT_LIMITS)) == "nenhuma requisição"
 
@@ -200,7 +201,7 @@ async def test_the_command_prints_the_plan_per_entity_and_the_time_it_needs(
     assert "  2 criados" in lines
     assert "  ~4 requisições" in lines
     assert "atividades: 0 registros" in lines and "  nenhuma requisição" in lines
-    assert lines[-1] == "Conta default: ~10 requisições: menos de 1 min no limite de 1.000/s"
+    assert lines[-1] == "Conta default: ~10 requisições: menos de 1 s no limite de 1.000/s"
     assert (
         vendas.out.splitlines()[0]
         == "Plano para 1 item pendente na fila (nada foi enviado ao CRM):"

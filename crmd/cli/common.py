@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -74,6 +75,22 @@ def config_arg(parser: argparse.ArgumentParser) -> None:
         metavar="ARQUIVO",
         help="arquivo de configuração (padrão: $CRMD_CONFIG, senão /etc/crmd/config.toml)",
     )
+
+
+def lojas_arg(parser: argparse.ArgumentParser, help: str) -> None:
+    """`--loja N`, repeatable, into `args.lojas` (None: every loja)."""
+    parser.add_argument("--loja", type=int, action="append", metavar="N", dest="lojas", help=help)
+
+
+_DAYS = re.compile(r"^(\d+)d?$")
+
+
+def days(text: str) -> int:
+    """A number of days as `--since` takes it: 30 or 30d."""
+    match = _DAYS.match(text.strip())
+    if not match or int(match[1]) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} não é um número de dias como 30d")
+    return int(match[1])
 
 
 def settings_or_exit(args: argparse.Namespace, *, to_sync: bool = False) -> Settings:

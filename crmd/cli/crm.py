@@ -16,11 +16,11 @@ from typing import Any
 import asyncpg
 
 from crmd.cli.common import config_arg, run_async, settings_or_exit
-from crmd.cli.text import plural
 from crmd.config import ConfigError, CrmAccountSettings, Settings, load_settings
 from crmd.crm.errors import CrmError
 from crmd.crm.providers.gestaoclick import GestaoClick
 from crmd.ops import account, doctor
+from crmd.ptbr import plural
 from crmd.store import db
 
 EX_PROBLEMS = 1

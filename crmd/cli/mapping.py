@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 
 from crmd.cli.common import config_arg, settings_or_exit, with_connection
-from crmd.cli.text import number, plural
 from crmd.ops import map_import
+from crmd.ptbr import number, plural
 from crmd.service import logs
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import zoneinfo
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +20,15 @@ import asyncpg
 from pydantic import ValidationError
 
 from crmd import ptbr
-from crmd.cli.common import Work, config_arg, progress, settings_or_exit, with_connection
+from crmd.cli.common import (
+    Work,
+    config_arg,
+    days,
+    lojas_arg,
+    progress,
+    settings_or_exit,
+    with_connection,
+)
 from crmd.config import Settings, split_hostport
 from crmd.model import ENTITIES
 from crmd.ops import cleanup, enqueue, failures
@@ -29,8 +36,6 @@ from crmd.ops import history as record_history
 from crmd.ops.schedule import crons, timers_info
 from crmd.ops.status import AccountReport, StatusReport, drain_text, report
 from crmd.service import logs
-
-_SINCE = re.compile(r"^(\d+)d?$")
 
 
 def register(sub: Any) -> None:
@@ -45,17 +50,10 @@ def register(sub: Any) -> None:
     )
     config_arg(p)
     p.add_argument("entidade", choices=ENTITIES, help="o que enfileirar")
-    p.add_argument(
-        "--loja",
-        type=int,
-        action="append",
-        metavar="N",
-        dest="lojas",
-        help="só esta loja (repita para mais; padrão: todas as lojas)",
-    )
+    lojas_arg(p, "só esta loja (repita para mais; padrão: todas as lojas)")
     p.add_argument(
         "--since",
-        type=_since,
+        type=days,
         metavar="DIAS",
         help="só os últimos DIAS dias, como 30d ou 30: vendas e atividades pela data (vendas: "
         "30d por padrão), clientes e produtos pela última alteração (padrão: todos)",
@@ -149,13 +147,6 @@ def register(sub: Any) -> None:
         "--dry-run", action="store_true", help="só conta o que seria apagado, sem apagar"
     )
     p.set_defaults(handler=cmd_cleanup)
-
-
-def _since(text: str) -> int:
-    match = _SINCE.match(text.strip())
-    if not match or int(match[1]) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} não é um número de dias como 30d")
-    return int(match[1])
 
 
 def _run(settings: Settings, work: Work) -> int:

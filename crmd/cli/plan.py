@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from typing import Any
 
 import asyncpg
 
-from crmd.cli.common import config_arg, settings_or_exit, with_connection
-from crmd.cli.text import duration, number, plural
+from crmd.cli.common import config_arg, days, lojas_arg, settings_or_exit, with_connection
 from crmd.config import RateLimit
 from crmd.model import ENTITIES
 from crmd.ops import account, plan
+from crmd.ptbr import duration, number, plural
 from crmd.service import logs
 
-_DAYS = re.compile(r"^(\d+)d?$")
 _SINGULAR = {
     "criados": "criado",
     "vinculados": "vinculado",
@@ -47,14 +45,7 @@ def register(sub: Any) -> None:
     )
     config_arg(p)
     p.add_argument("--entidade", choices=ENTITIES, help="só esta entidade")
-    p.add_argument(
-        "--loja",
-        type=int,
-        action="append",
-        metavar="N",
-        dest="lojas",
-        help="só esta loja do ERP (repita para mais; padrão: todas)",
-    )
+    lojas_arg(p, "só esta loja do ERP (repita para mais; padrão: todas)")
     p.add_argument(
         "--full",
         action="store_true",
@@ -63,7 +54,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--since",
-        type=_days,
+        type=days,
         metavar="DIAS",
         help="com --full, só os últimos DIAS dias, como em crmd enqueue",
     )
@@ -82,13 +73,6 @@ def register(sub: Any) -> None:
         "'criar ou vincular'",
     )
     p.set_defaults(handler=cmd_plan)
-
-
-def _days(text: str) -> int:
-    match = _DAYS.match(text.strip())
-    if not match or int(match[1]) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} não é um número de dias como 30d")
-    return int(match[1])
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
