@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import asyncpg
@@ -48,7 +49,9 @@ def start_postgres() -> str:
 
     ROOT.mkdir(exist_ok=True)
     ROOT.chmod(0o755)  # as root, the server runs as another user and must reach its data dir
-    server = get_server(ROOT / "pgdata", cleanup_mode="stop")
+    with warnings.catch_warnings():  # platformdirs' "XDG_RUNTIME_DIR is not set": noise here
+        warnings.simplefilter("ignore")
+        server = get_server(ROOT / "pgdata", cleanup_mode="stop")
     return str(server.get_uri())
 
 
@@ -151,7 +154,22 @@ crmd está iniciando.
 """
 
 
+def end_on_sigterm() -> None:
+    """`kill PID` (SIGTERM) or a closed terminal (SIGHUP) ends the demo the way Ctrl-C does.
+
+    Python's default for both is to die on the spot, skipping the `finally` below and the
+    embedded PostgreSQL's stop at exit: the server, the CRM and crmd were left running, orphaned.
+    """
+
+    def leave(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, leave)
+
+
 def main() -> int:
+    end_on_sigterm()
     print("iniciando o PostgreSQL (embutido, dados em .run/pgdata) ...")
     uri = start_postgres()
     admin_dsn = uri if "/postgres?" in uri else uri.replace("/?", "/postgres?")
@@ -183,13 +201,19 @@ def main() -> int:
         # calls in flight against a CRM that still answers), not to the CRM at the same time.
         start_new_session=True,
     )
-    time.sleep(0.5)
-    print(banner(port, token, dsn))
-    daemon = subprocess.Popen(  # noqa: S603 - our own command
-        [sys.executable, "-m", "crmd", "run", "--config", str(config)],
-        env={**os.environ, "CRMD_CONFIG": str(config)},
-    )
     try:
+        time.sleep(0.5)
+        print(banner(port, token, dsn))
+        daemon = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "-m", "crmd", "run", "--config", str(config)],
+            env={**os.environ, "CRMD_CONFIG": str(config)},
+        )
+
+        def drain(_signum: int, _frame: object) -> None:
+            daemon.send_signal(signal.SIGTERM)  # crmd drains and exits; wait() below returns
+
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, drain)
         while True:
             try:
                 return daemon.wait()
