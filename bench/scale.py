@@ -232,7 +232,7 @@ async def _grant_cost(ctx: Context, clients: int, grants: int, *, shared: bool) 
             async def client(n: int) -> None:
                 name = names[n % len(names)]
                 for _ in range(grants // clients):
-                    answer = await budget.grant(name, uuid.uuid4(), False, 30.0)
+                    answer = await budget.grant(name, [uuid.uuid4()], False, 30.0)
                     times.append(answer.db_ms)
 
             await asyncio.gather(*(client(n) for n in range(clients)))

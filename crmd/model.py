@@ -181,9 +181,9 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class BudgetGrant:
-    """The shared budget's answer to one request for a slot (see store/budget.py)."""
+    """The shared budget's answer to a group of requests for a slot each (store/budget.py)."""
 
-    granted: bool
+    granted: int  # how many of the requests asked for were granted: the first ones
     wait: float  # seconds until a grant may succeed (0 when granted)
     paused_until: float | None = None  # epoch seconds: the account is paused for every instance
     reason: str | None = None

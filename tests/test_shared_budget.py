@@ -8,15 +8,18 @@ import asyncio
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import asyncpg
 import pytest
 
 from crmd.config import RateLimit
+from crmd.crm.limiter import RateLimiter
+from crmd.crm.limiter import max_in_window as max_in_any_window
 from crmd.dev.devcrm.ledger import max_in_window
 from crmd.dev.devcrm.server import DevCrm, DevCrmConfig
+from crmd.model import BudgetGrant
 from crmd.store.budget import PgBudget
 from tests.test_daemon import (
     TOKENS,
@@ -39,7 +42,7 @@ def limits(*pairs: tuple[int, float]) -> list[RateLimit]:
 async def grants(budget: PgBudget, conta: str, count: int, *, bulk: bool = False) -> int:
     granted = 0
     for _ in range(count):
-        answer = await budget.grant(conta, uuid.uuid4(), bulk, 30.0)
+        answer = await budget.grant(conta, [uuid.uuid4()], bulk, 30.0)
         granted += answer.granted
     return granted
 
@@ -51,7 +54,7 @@ async def test_every_window_of_an_account_holds_for_all_grants(pool: asyncpg.Poo
     budget = PgBudget(lambda: pool)
     await budget.configure("a", limits((3, 1.0), (5, 10.0)), 0.0, 1.0)
     assert await grants(budget, "a", 5) == 3  # the 1 s window
-    refused = await budget.grant("a", uuid.uuid4(), False, 30.0)
+    refused = await budget.grant("a", [uuid.uuid4()], False, 30.0)
     assert not refused.granted and refused.wait > 0.5
     assert refused.db_ms < 50
     await budget.configure("b", limits((3, 1.0)), 0.0, 1.0)
@@ -64,15 +67,15 @@ async def test_an_answered_request_frees_its_slot_a_window_after_its_answer(
     budget = PgBudget(lambda: pool)
     await budget.configure("a", limits((1, 0.3)), 0.0, 1.0)
     token = uuid.uuid4()
-    assert (await budget.grant("a", token, False, 30.0)).granted
-    held = await budget.grant("a", uuid.uuid4(), False, 30.0)
+    assert (await budget.grant("a", [token], False, 30.0)).granted
+    held = await budget.grant("a", [uuid.uuid4()], False, 30.0)
     assert not held.granted and held.wait > 29  # out: held for its hold (30 s here)
     budget.release(token)
     await budget.close()
-    freed = await budget.grant("a", uuid.uuid4(), False, 30.0)
+    freed = await budget.grant("a", [uuid.uuid4()], False, 30.0)
     assert not freed.granted and freed.wait <= 0.3  # a window from the answer
     await asyncio.sleep(freed.wait + 0.05)
-    assert (await budget.grant("a", uuid.uuid4(), False, 30.0)).granted
+    assert (await budget.grant("a", [uuid.uuid4()], False, 30.0)).granted
 
 
 async def test_bulk_work_uses_only_its_share_and_live_work_the_rest(pool: asyncpg.Pool) -> None:
@@ -114,10 +117,130 @@ async def test_a_pause_holds_every_instance(pool: asyncpg.Pool) -> None:
     await one.configure("a", limits((100, 1.0)), 0.0, 1.0)
     one.pause("a", 2.0, "429: O limite de requisicoes foi atingido")
     await one.close()
-    answer = await other.grant("a", uuid.uuid4(), False, 30.0)
+    answer = await other.grant("a", [uuid.uuid4()], False, 30.0)
     assert not answer.granted and 1.5 < answer.wait <= 2.0
     assert answer.reason == "429: O limite de requisicoes foi atingido"
     assert answer.paused_until is not None and answer.paused_until > time.time() + 1.5
+
+
+async def test_a_group_is_granted_in_order_until_a_window_is_full(pool: asyncpg.Pool) -> None:
+    budget = PgBudget(lambda: pool)
+    await budget.configure("a", limits((3, 1.0), (5, 10.0)), 0.0, 1.0)
+    tokens = [uuid.uuid4() for _ in range(5)]
+    answer = await budget.grant("a", tokens, False, 30.0)
+    assert answer.granted == 3 and answer.wait > 0.5  # the 1 s window took three of them
+    async with pool.acquire() as conn:
+        holders = await conn.fetch("SELECT DISTINCT token FROM crm_budget_slot WHERE conta = 'a'")
+    assert {r["token"] for r in holders} == set(tokens[:3])  # the first ones, in every window
+    assert await grants(budget, "a", 1) == 0
+
+
+async def test_an_answer_written_late_holds_its_slot_a_window_from_the_answer(
+    pool: asyncpg.Pool,
+) -> None:
+    budget = PgBudget(lambda: pool)
+    await budget.configure("a", limits((1, 1.0)), 0.0, 1.0)
+    token = uuid.uuid4()
+    assert (await budget.grant("a", [token], False, 30.0)).granted
+    async with pool.acquire() as conn:  # the answer came 0.8 s before the writer wrote it
+        await conn.execute(
+            "SELECT crm_budget_release_answered($1::uuid[], $2::float8[])", [token], [0.8]
+        )
+    refused = await budget.grant("a", [uuid.uuid4()], False, 30.0)
+    assert not refused.granted and 0 < refused.wait <= 0.25  # not a whole window from the write
+    await asyncio.sleep(refused.wait + 0.02)
+    assert (await budget.grant("a", [uuid.uuid4()], False, 30.0)).granted
+
+
+async def test_accounts_asking_at_once_are_granted_in_one_call(pool: asyncpg.Pool) -> None:
+    calls: list[int] = []
+
+    class Counting(PgBudget):
+        async def _grant_batch(self, asks: list[Any]) -> list[BudgetGrant]:
+            calls.append(len(asks))
+            return await super()._grant_batch(asks)
+
+    budget = Counting(lambda: pool)
+    contas = [f"conta-{n}" for n in range(6)]
+    for conta in contas:
+        await budget.configure(conta, limits((1, 60.0)), 0.0, 1.0)
+    answers = await asyncio.gather(
+        *(budget.grant(c, [uuid.uuid4(), uuid.uuid4()], False, 30.0) for c in contas)
+    )
+    assert [a.granted for a in answers] == [1] * 6  # each account's own window: one of two
+    assert all(a.wait > 50 for a in answers)
+    assert sum(calls) == 6 and len(calls) <= 2, calls  # not one round trip per account
+
+
+class CountingBudget(PgBudget):
+    """The real budget, counting its calls; with `gated`, each call waits for `gate.release()`."""
+
+    def __init__(self, pool: asyncpg.Pool, *, gated: bool = False) -> None:
+        super().__init__(lambda: pool)
+        self.calls: list[int] = []  # the number of slots each call asked for
+        self.gate = asyncio.Semaphore(0) if gated else None
+
+    async def grant(
+        self, conta: str, tokens: Sequence[uuid.UUID], bulk: bool, hold: float
+    ) -> BudgetGrant:
+        self.calls.append(len(tokens))
+        if self.gate is not None:
+            await self.gate.acquire()
+        return await super().grant(conta, tokens, bulk, hold)
+
+
+async def held_slots(pool: asyncpg.Pool) -> int:
+    async with pool.acquire() as conn:
+        held: int = await conn.fetchval(
+            "SELECT count(*) FROM crm_budget_slot WHERE token IS NOT NULL"
+        )
+    return held
+
+
+async def test_waiters_queued_together_ask_the_budget_together(pool: asyncpg.Pool) -> None:
+    budget = CountingBudget(pool)
+    await budget.configure("a", limits((10, 1.0)), 0.0, 1.0)
+    limiter = RateLimiter(limits((10, 1.0)), budget=budget, account="a")
+    sent: list[float] = []
+
+    async def request() -> None:
+        async with limiter.slot():
+            sent.append(time.monotonic())
+            await asyncio.sleep(0.05)
+
+    await asyncio.gather(*(request() for _ in range(25)))
+    await budget.close()
+    assert len(sent) == 25
+    assert max_in_any_window(sorted(sent), 1.0) <= 10  # the window holds for the groups too
+    assert len(budget.calls) < 25 / 2, f"{budget.calls}: slots asked for, per call"
+    assert await held_slots(pool) == 0  # every slot granted was answered
+
+
+async def test_slots_granted_for_waiters_that_went_away_are_given_back(
+    pool: asyncpg.Pool,
+) -> None:
+    budget = CountingBudget(pool, gated=True)
+    await budget.configure("a", limits((20, 60.0)), 0.0, 1.0)
+    limiter = RateLimiter(limits((20, 60.0)), budget=budget, account="a")
+    answered = asyncio.Event()
+
+    async def request() -> None:
+        async with limiter.slot():
+            await answered.wait()
+
+    tasks = [asyncio.create_task(request()) for _ in range(8)]
+    await until(lambda: len(budget.calls) == 1, "the first grant")  # asked alone; the rest queue
+    budget.gate.release()
+    await until(lambda: len(budget.calls) == 2, "the second grant")  # for the seven waiting
+    assert budget.calls == [1, 7]
+    for task in tasks[2:]:  # six of them go away while the database answers
+        task.cancel()
+    await asyncio.gather(*tasks[2:], return_exceptions=True)
+    budget.gate.release()
+    answered.set()
+    await asyncio.gather(*tasks[:2])
+    await budget.close()
+    assert await held_slots(pool) == 0  # the six spare slots were given back, not kept
 
 
 # --- two daemons on one database ---------------------------------------------------------------

@@ -74,7 +74,7 @@ class Sender:
         """Send one record and record the outcome (and settle `queue_id`, when given)."""
         start = time.perf_counter()
         row = await conn.fetchrow(queries[f"load_{entidade}"], [ident])
-        mapped = await conn.fetchrow(queries["map_for_batch"], CONTA, entidade, [ident])
+        mapped = await conn.fetchrow(queries["map_for_keys"], [CONTA], [entidade], [ident])
         if row is None or mapped is None:
             raise RuntimeError(f"{entidade} {ident}: no ERP row or CRM id (bench data broken)")
         payload = self.provider.build(entidade, dict(row), {}).payload

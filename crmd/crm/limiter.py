@@ -55,12 +55,17 @@ SHARED_POLL = 0.1
 # How long a request's slots in the shared budget are held without renewal (the budget renews
 # them while the request is out): a process that dies frees them this soon.
 SHARED_HOLD = 3.0
+# The most requests one call to the shared budget asks for: the waiters queued here ask together
+# (one round trip and one lock of the account's windows per group instead of per request).
+SHARED_GROUP = 32
 
 
 class SharedBudget(Protocol):
     """The account's windows as every instance sees them (crmd.store.budget.PgBudget)."""
 
-    async def grant(self, conta: str, token: uuid.UUID, bulk: bool, hold: float) -> BudgetGrant: ...
+    async def grant(
+        self, conta: str, tokens: Sequence[uuid.UUID], bulk: bool, hold: float
+    ) -> BudgetGrant: ...
 
     def release(self, token: uuid.UUID) -> None: ...
 
@@ -100,7 +105,11 @@ class RateLimiter:
         self._pauses = 0  # pauses so far, to tell whether one followed the probe
         self._probe_pauses = -1  # `_pauses` when the probe went out; -1: no probe out
         self._waiting = 0
+        self._waiting_bulk = 0  # of `_waiting`, the bulk work's
         self._in_flight = 0  # granted, not yet answered
+        # Granted by the shared budget for the waiters queued behind the one that asked, not
+        # taken yet: (token, granted as bulk). Live work may take either kind, bulk only its own.
+        self._spare: deque[tuple[uuid.UUID, bool]] = deque()
 
     def __repr__(self) -> str:
         limits = ", ".join(f"{lim.requests}/{lim.per_seconds:g}s" for lim in self._limits)
@@ -119,8 +128,7 @@ class RateLimiter:
         shared budget the grant is also the database's, for every instance; `bulk` work (the
         full sync) may then use only its share of each window.
         """
-        token = uuid.uuid4()
-        waited = await self._wait_for_room(token, bulk)
+        waited, token = await self._wait_for_room(bulk)
         if self._probing:
             if self._probe_pauses == self._pauses:  # the probe came back and nothing paused us
                 self._probing = False
@@ -132,7 +140,7 @@ class RateLimiter:
         finally:
             self._in_flight -= 1
             self._record(self._clock())
-            if self._budget is not None:
+            if self._budget is not None and token is not None:
                 self._budget.release(token)
             self._wake()
 
@@ -141,19 +149,29 @@ class RateLimiter:
         async with self.slot() as waited:
             return waited
 
-    async def _wait_for_room(self, token: uuid.UUID | None = None, bulk: bool = False) -> float:
+    async def _wait_for_room(self, bulk: bool = False) -> tuple[float, uuid.UUID | None]:
+        """Wait for room here and, with a shared budget, for the database's grant; the seconds
+        waited and the shared budget's token for the request (None without one)."""
         start = self._clock()
         self._waiting += 1
+        self._waiting_bulk += bulk
+        token = None
         try:
             async with self._lock:
                 while True:
                     now = self._clock()
                     delay = self._delay_at(now)
                     if delay <= 0:
-                        if self._budget is None or token is None:
+                        if self._budget is None:
                             break
-                        answer = await self._budget.grant(self._account, token, bulk, self._hold)
+                        token = self._take_spare(bulk)
+                        if token is not None:
+                            break
+                        tokens = [uuid.uuid4() for _ in range(self._group(now, bulk))]
+                        answer = await self._budget.grant(self._account, tokens, bulk, self._hold)
                         if answer.granted:
+                            token = tokens[0]
+                            self._spare.extend((t, bulk) for t in tokens[1 : answer.granted])
                             now = self._clock()
                             break
                         self._shared_pause(answer)
@@ -161,7 +179,38 @@ class RateLimiter:
                     await self._sleep(delay)
         finally:
             self._waiting -= 1
-        return max(0.0, now - start)
+            self._waiting_bulk -= bulk
+            if not self._waiting:
+                self._drop_spare()  # the waiters it was granted for went away (cancelled)
+        return max(0.0, now - start), token
+
+    def _take_spare(self, bulk: bool) -> uuid.UUID | None:
+        for index, (token, granted_bulk) in enumerate(self._spare):
+            if granted_bulk or not bulk:
+                del self._spare[index]
+                return token
+        return None
+
+    def _group(self, now: float, bulk: bool) -> int:
+        """How many slots to ask the shared budget for: one for each waiter here that could use
+        them (live work may use a bulk slot, bulk work no live one), as many as the windows kept
+        here have room for; one alone for the probe after a pause."""
+        if self._probing:
+            return 1
+        wanting = self._waiting if bulk else self._waiting - self._waiting_bulk
+        room = SHARED_GROUP
+        for limit in self._local:
+            since = bisect.bisect_right(self._history, now - limit.per_seconds - self._margin)
+            held = self._in_flight + len(self._spare) + len(self._history) - since
+            room = min(room, limit.requests - held)
+        return max(1, min(wanting, room))
+
+    def _drop_spare(self) -> None:
+        """Give back the slots granted for waiters that will not use them."""
+        while self._spare:
+            token, _ = self._spare.popleft()
+            if self._budget is not None:
+                self._budget.release(token)
 
     @property
     def holding_back(self) -> bool:
@@ -179,6 +228,7 @@ class RateLimiter:
             self._pause_reason = answer.reason
             self._pauses += 1
             self._probing = True
+            self._drop_spare()
 
     def try_acquire(self) -> bool:
         """Take a slot for an instant request only if one is free now and nobody is queued
@@ -275,6 +325,7 @@ class RateLimiter:
         until = self._clock() + seconds
         self._pauses += 1
         self._probing = True
+        self._drop_spare()  # granted before the CRM said stop: not to be sent now
         if until > self._paused_until:
             self._paused_until = until
             self._pause_reason = reason

@@ -134,8 +134,7 @@ class Engine:
             # Cleared before claiming: a NOTIFY that lands after this point cuts the wait.
             wake.clear()
             try:
-                low_water = max(self.settings.queue.batch_size // 2, 1)
-                if self._buffered() < low_water and await self._claim():
+                if self._buffered() < self._low_water() and await self._claim():
                     self._database_back(backoff)
                     continue
                 wait = await self._idle_wait()
@@ -150,6 +149,14 @@ class Engine:
                 self.claim_ok = False
                 wait = backoff.next()
             await wait_any(stop, wake, within=wait)
+
+    def _low_water(self) -> int:
+        """Claim again when fewer items than this wait in the buffers: half a batch, or a
+        worker's worth for every worker. A claim hands each account its share of a batch (the
+        queue's order interleaves them), so with many accounts half a batch would leave most of
+        their workers idle between claims."""
+        workers = sum(a.settings.concurrency for a in self.accounts.values())
+        return max(self.settings.queue.batch_size // 2, workers, 1)
 
     def _database_back(self, backoff: Backoff) -> None:
         if not self.db_ok:
@@ -265,9 +272,10 @@ class Engine:
         return len(items)
 
     async def _load(self, conn: asyncpg.Connection, items: list[Item]) -> list[Work]:
-        """Rows and CRM mappings for a batch: one query per entity (and account), not per item.
-        A row that cannot be read, or a source query the database refuses, fails its items
-        alone; the rest of the batch goes on."""
+        """Rows and CRM mappings for a batch: one query per entity and one of the map for every
+        account (a batch may span hundreds), not per item. A row that cannot be read, or a
+        source query the database refuses, fails its items alone; the rest of the batch goes
+        on."""
         by_entity: dict[str, list[int]] = defaultdict(list)
         for i in items:
             by_entity[i.entidade].append(i.entidade_id)
@@ -282,14 +290,9 @@ class Engine:
                 loaded = dict.fromkeys(ids, error)
             rows.update({(entidade, ident): row for ident, row in loaded.items()})
         account_of = {i.id: self._account(i.loja_id) for i in items}
-        groups: dict[tuple[str, str], list[int]] = defaultdict(list)
-        for i in items:
-            groups[(account_of[i.id].name, i.entidade)].append(i.entidade_id)
-        mapped = {
-            (conta, entidade, ident): found
-            for (conta, entidade), ids in groups.items()
-            for ident, found in (await mapping.for_batch(conn, conta, entidade, ids)).items()
-        }
+        mapped = await mapping.for_keys(
+            conn, [(account_of[i.id].name, i.entidade, i.entidade_id) for i in items]
+        )
         works = []
         for i in items:
             account = account_of[i.id]

@@ -1,17 +1,20 @@
 """The request budget of each CRM account, shared by every instance through PostgreSQL.
 
-A grant is one call of `crm_budget_grant` (migrations/core/0008): a slot of every window of the
-account, by the database's clock, or how long to wait. Answers (releases) and pauses are written
-in groups by one writer task: a release written a few milliseconds late only holds a slot that
-much longer, which errs on the safe side. A database that cannot be reached refuses grants for a
-moment (the requests wait) rather than letting any go unbudgeted.
+A grant is a call of `crm_budget_grant_each` (migrations/core/0008, 0009): for each request of a
+group in turn, a slot of every window of the account, by the database's clock, or how long to
+wait; the groups of every account waiting at that moment go in one call. Answers (releases) and
+pauses are written in groups by one writer task; an answer carries how long ago it came, so its
+slot holds for the window from the answer, not from the write. A database that cannot be reached
+refuses grants for a moment (the requests wait) rather than letting any go unbudgeted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import asyncpg
 import structlog
@@ -28,17 +31,33 @@ UNAVAILABLE_WAIT = 1.0  # seconds a request waits when the database cannot grant
 # every EXTEND_EVERY seconds while it is out: a process that dies frees its slots within a few
 # seconds, not after a whole request timeout.
 EXTEND_EVERY = 1.0
+# Grant calls out at once: while one is out the next can go, so a grant waits for at most part of
+# another's round trip, not all of it.
+GRANTERS = 2
+
+
+@dataclass
+class _Ask:
+    """One group of requests of an account waiting for its grant."""
+
+    conta: str
+    tokens: list[uuid.UUID]
+    bulk: bool
+    hold: float
+    answer: asyncio.Future[BudgetGrant]
 
 
 class PgBudget:
     def __init__(self, pool: Callable[[], asyncpg.Pool]) -> None:
         self._pool = pool
-        self._releases: list[uuid.UUID] = []
+        self._releases: list[tuple[uuid.UUID, float]] = []  # (token, answered at: monotonic)
         self._pauses: dict[str, tuple[float, str]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._failing = False
         self._out: dict[uuid.UUID, float] = {}  # granted, not answered: token -> hold
+        self._asks: list[_Ask] = []  # grants waiting for the next call
+        self._granters: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -55,33 +74,81 @@ class PgBudget:
                 bulk_share,
             )
 
-    async def grant(self, conta: str, token: uuid.UUID, bulk: bool, hold: float) -> BudgetGrant:
+    async def grant(
+        self, conta: str, tokens: Sequence[uuid.UUID], bulk: bool, hold: float
+    ) -> BudgetGrant:
+        """A slot for each request (`tokens`, one per request) in order, until one is refused.
+
+        Asked together with every other account's grants waiting in this process: one call
+        carries them all (while GRANTERS calls are out, the next ones gather), so hundreds of
+        accounts cost a round trip per moment rather than one per account.
+        """
+        ask = _Ask(conta, list(tokens), bulk, hold, asyncio.get_running_loop().create_future())
+        self._asks.append(ask)
+        self._granters = {g for g in self._granters if not g.done()}
+        if len(self._granters) < GRANTERS:
+            self._granters.add(asyncio.create_task(self._grant_asks(), name="budget-granter"))
+        return await ask.answer
+
+    async def _grant_asks(self) -> None:
+        while self._asks:
+            asks, self._asks = self._asks, []
+            try:
+                answers = await self._grant_batch(asks)
+            except BaseException as exc:  # a bug, or cancelled: the askers must not hang
+                for ask in asks:
+                    if ask.answer.done():
+                        continue
+                    if isinstance(exc, asyncio.CancelledError):
+                        ask.answer.cancel()
+                    else:
+                        ask.answer.set_exception(exc)
+                raise
+            for ask, answer in zip(asks, answers, strict=True):
+                granted = ask.tokens[: answer.granted]
+                if ask.answer.done():  # the asker went away (cancelled): give its slots back
+                    for token in granted:
+                        self.release(token)
+                    continue
+                self._out.update((token, ask.hold) for token in granted)
+                ask.answer.set_result(answer)
+            if self._out and (self._renewer is None or self._renewer.done()):
+                self._renewer = asyncio.create_task(self._renew(), name="budget-renewer")
+
+    async def _grant_batch(self, asks: list[_Ask]) -> list[BudgetGrant]:
         try:
             async with self._pool().acquire() as conn:
-                row = await conn.fetchrow(queries["budget_grant"], conta, token, bulk, hold)
+                rows = await conn.fetch(
+                    queries["budget_grant"],
+                    [a.conta for a in asks],
+                    [len(a.tokens) for a in asks],
+                    [t for a in asks for t in a.tokens],
+                    [a.bulk for a in asks],
+                    [a.hold for a in asks],
+                )
         except DB_ERRORS as exc:
             if not self._failing:
-                log.error("budget_unavailable", conta=conta, error=str(exc) or type(exc).__name__)
+                contas = sorted({a.conta for a in asks})
+                log.error("budget_unavailable", contas=contas, error=str(exc) or type(exc).__name__)
             self._failing = True
-            return BudgetGrant(False, UNAVAILABLE_WAIT)
+            return [BudgetGrant(0, UNAVAILABLE_WAIT) for _ in asks]
         self._failing = False
-        if row["granted"]:
-            self._out[token] = hold
-            if self._renewer is None or self._renewer.done():
-                self._renewer = asyncio.create_task(self._renew(), name="budget-renewer")
-        until = row["pausada_ate"]
-        return BudgetGrant(
-            bool(row["granted"]),
-            max(float(row["wait"] or 0.0), 0.0),
-            None if until is None else until.timestamp(),
-            row["motivo"],
-            float(row["db_ms"] or 0.0),
-        )
+        answers = [BudgetGrant(0, UNAVAILABLE_WAIT)] * len(asks)
+        for row in rows:
+            until = row["pausada_ate"]
+            answers[row["pedido"] - 1] = BudgetGrant(
+                int(row["granted"]),
+                max(float(row["wait"] or 0.0), 0.0),
+                None if until is None else until.timestamp(),
+                row["motivo"],
+                float(row["db_ms"] or 0.0),
+            )
+        return answers
 
     def release(self, token: uuid.UUID) -> None:
         """The request is answered: its slots hold for a window's length from now (queued)."""
         self._out.pop(token, None)
-        self._releases.append(token)
+        self._releases.append((token, time.monotonic()))
         self._kick()
 
     def pause(self, conta: str, seconds: float, reason: str) -> None:
@@ -128,7 +195,12 @@ class PgBudget:
                 for conta, (seconds, reason) in pauses.items():
                     await conn.execute(queries["budget_pause"], conta, seconds, reason)
                 if releases:
-                    await conn.execute(queries["budget_release"], releases)
+                    now = time.monotonic()
+                    await conn.execute(
+                        queries["budget_release"],
+                        [token for token, _ in releases],
+                        [max(now - answered, 0.0) for _, answered in releases],
+                    )
         except DB_ERRORS as exc:
             log.warning("budget_write_failed", error=str(exc) or type(exc).__name__)
             # Unwritten answers keep their slots until the requests' timeout: safe.

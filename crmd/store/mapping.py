@@ -24,11 +24,27 @@ class Mapped:
     natural_key: str | None  # of a create in doubt, to look it up
 
 
+MapKey = tuple[str, str, int]  # (conta, entidade, entidade_id)
+
+
+async def for_keys(conn: asyncpg.Connection, keys: Sequence[MapKey]) -> dict[MapKey, Mapped]:
+    """What the map knows of each record, in one statement whatever the accounts."""
+    rows = await conn.fetch(
+        queries["map_for_keys"], [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]
+    )
+    return {
+        (r["conta"], r["entidade"], r["entidade_id"]): Mapped(
+            r["external_id"], r["payload_hash"], r["chave"]
+        )
+        for r in rows
+    }
+
+
 async def for_batch(
     conn: asyncpg.Connection, conta: str, entidade: str, ids: Sequence[int]
 ) -> dict[int, Mapped]:
-    rows = await conn.fetch(queries["map_for_batch"], conta, entidade, list(ids))
-    return {r["entidade_id"]: Mapped(r["external_id"], r["payload_hash"], r["chave"]) for r in rows}
+    found = await for_keys(conn, [(conta, entidade, ident) for ident in ids])
+    return {key[2]: mapped for key, mapped in found.items()}
 
 
 async def resolve(

@@ -5,10 +5,14 @@
 SELECT crm_budget_configure($1, $2::integer[], $3::float8[], $4, $5);
 
 -- name: budget_grant
-SELECT granted, wait, pausada_ate, motivo, db_ms FROM crm_budget_grant($1, $2, $3, $4);
+-- Groups of requests of several accounts: $2 holds how many of the tokens $3 each group has.
+SELECT pedido, granted, wait, pausada_ate, motivo, db_ms
+  FROM crm_budget_grant_each($1::text[], $2::integer[], $3::uuid[], $4::boolean[],
+                             $5::float8[]);
 
 -- name: budget_release
-SELECT crm_budget_release($1::uuid[]);
+-- Requests answered $2 seconds ago (tokens $1).
+SELECT crm_budget_release_answered($1::uuid[], $2::float8[]);
 
 -- name: budget_renew
 -- Requests still out (tokens $1) keep their slots $2 seconds more, plus the window's length.

@@ -1,9 +1,12 @@
 -- crm_sync_map: which CRM record each ERP record is, per CRM account (crmd/store/mapping.py).
 
--- name: map_for_batch
-SELECT entidade_id, external_id, payload_hash, chave
-  FROM crm_sync_map
- WHERE conta = $1 AND entidade = $2 AND entidade_id = ANY($3::bigint[]);
+-- name: map_for_keys
+-- What the map knows of the records (conta, entidade, entidade_id): a whole claimed batch, of
+-- every account, in one statement.
+SELECT m.conta, m.entidade, m.entidade_id, m.external_id, m.payload_hash, m.chave
+  FROM crm_sync_map m
+  JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS want (conta, entidade, entidade_id)
+    ON m.conta = want.conta AND m.entidade = want.entidade AND m.entidade_id = want.entidade_id;
 
 -- name: map_resolve
 SELECT m.entidade, m.entidade_id, m.external_id
