@@ -31,9 +31,10 @@ UNAVAILABLE_WAIT = 1.0  # seconds a request waits when the database cannot grant
 # every EXTEND_EVERY seconds while it is out: a process that dies frees its slots within a few
 # seconds, not after a whole request timeout.
 EXTEND_EVERY = 1.0
-# Grant calls out at once: while one is out the next can go, so a grant waits for at most part of
-# another's round trip, not all of it.
-GRANTERS = 2
+# Grant calls out at once: while some are out the next can go, so a grant seldom waits for a
+# whole round trip of another (200 accounts at 3/s: 96 % of their budget with 2, 98 % with 4).
+# They lock the accounts' windows in the order of their names: no deadlock among them.
+GRANTERS = 4
 
 
 @dataclass
