@@ -236,6 +236,7 @@ async def _grant_cost(ctx: Context, clients: int, grants: int, *, shared: bool) 
                     times.append(answer.db_ms)
 
             await asyncio.gather(*(client(n) for n in range(clients)))
+            await budget.close()  # its renewer keeps the (never answered) grants' slots held
         finally:
             await pool.close()
     times.sort()

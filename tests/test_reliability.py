@@ -208,6 +208,29 @@ async def test_an_outage_of_the_crm_spends_no_attempts_and_everything_gets_throu
     assert max(r["tentativas"] for r in rows) <= 2
 
 
+async def test_a_lone_503_spends_no_attempt_even_right_after_an_answer(
+    conn: asyncpg.Connection, crm: DevCrm, db_dsn: str
+) -> None:
+    # One attempt only: under the old rule the first 503 after an answer spent it, and a flaky
+    # CRM (one 503 in ten) failed records for good after three unlucky tries.
+    await add_loja(conn)
+    await add_cliente(conn, 1, "Cliente 1", None)
+    crm.set_faults(outage_seconds=0.3)
+    settings = settings_for(
+        db_dsn,
+        crm,
+        queue={"max_attempts": 1},
+        sync={"dependency_wait_seconds": 0.2, "lookup_unknown": False},
+    )
+
+    await drain(settings)
+
+    row = await conn.fetchrow("SELECT estado, tentativas FROM crm_sync_queue")
+    assert (row["estado"], row["tentativas"]) == ("concluido", 1), dict(row)
+    assert any(e.status == 503 for e in crm.ledger), "the 503 was seen"
+    assert len(crm.records("clientes")) == 1
+
+
 def test_answers_of_one_episode_step_the_pause_once(db_dsn: str) -> None:
     settings = Settings(
         database={"dsn": db_dsn},

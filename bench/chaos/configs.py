@@ -27,7 +27,7 @@ from bench.pg import PgServer
 Broken = tuple[str, dict[str, dict[str, Any]] | str, str]
 BROKEN: list[Broken] = [
     ("empty file", "", "database.dsn"),
-    ("not TOML", "[database\ndsn = 1\n", "not valid TOML"),
+    ("not TOML", "[database\ndsn = 1\n", "não é um TOML válido"),
     ("DSN not a URI", {"database": {"dsn": "host=db"}}, "database.dsn"),
     ("DSN port 99999", {"database": {"dsn": "postgresql://u@db:99999/x"}}, "database.dsn"),
     ("DSN port 0", {"database": {"dsn": "postgresql://u@db/x?port=0"}}, "database.dsn"),

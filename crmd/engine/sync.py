@@ -277,10 +277,13 @@ class Syncer:
     def _transient(self, work: Work, exc: CrmError) -> Outcome:
         """A timeout, a refused connection or a 5xx: the record's problem, or the account's?
 
-        The first such failure after an answer spends the item's attempt (a record the CRM
-        chokes on fails after its attempts). A second one in a row means the CRM itself is in
-        trouble: the attempt is given back (counted among the item's bounded waits), and a run
-        of `breaker_threshold` pauses the account, which then probes before sending again. So an
+        A refused connection, 502, 503 or 504 is never the record's: the gateway or the
+        service is away, so the attempt is given back (counted among the item's bounded waits;
+        a flaky CRM answering 503 to one request in ten once failed records after three
+        unlucky tries). For a 500 or a timeout, the first after an answer spends the item's
+        attempt (a record the CRM chokes on fails after its attempts); a second one in a row
+        means the CRM itself is in trouble and gives the attempt back. A run of
+        `breaker_threshold` pauses the account, which then probes before sending again. So an
         outage of the CRM spends no record's attempts.
         """
         account, sync, item = work.account, self._settings().sync, work.item
@@ -292,7 +295,10 @@ class Syncer:
                 sync.max_pause_seconds,
                 f"{account.consecutive_failures} falhas seguidas: {exc.message}",
             )
-        if account.consecutive_failures > 1 and item.adiamentos < sync.max_dependency_waits:
+        not_the_record = exc.http_status in UNAVAILABLE or not exc.delivered
+        if (
+            not_the_record or account.consecutive_failures > 1
+        ) and item.adiamentos < sync.max_dependency_waits:
             return Outcome.postponed(
                 f"CRM indisponível: {exc.message}",
                 max(paused, account.paused_for(), sync.dependency_wait_seconds),
@@ -301,6 +307,9 @@ class Syncer:
             )
         return Outcome.failed(exc.message, retryable=True, http_status=exc.http_status)
 
+
+# Answers that say the service (or the gateway before it) is away, whatever the request.
+UNAVAILABLE = frozenset({502, 503, 504})
 
 # Longer text than this in one column is refused before it reaches the CRM: no CRM field holds
 # it, and a request body of megabytes would only come back as an error.

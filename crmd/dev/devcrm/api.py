@@ -125,6 +125,10 @@ async def _body(request: web.Request) -> Any:
         return await request.json()
     except ValueError:
         raise ValidationFailed("O corpo da requisição não é um JSON válido") from None
+    except ConnectionResetError:
+        # The client went away mid-body (a crmd killed by the chaos suite): nothing to store
+        # and no one to answer; without this aiohttp logs a traceback per such request.
+        raise web.HTTPBadRequest(text="conexão perdida durante o corpo") from None
 
 
 def _positive_int(query: Mapping[str, str], name: str, default: int) -> int:
