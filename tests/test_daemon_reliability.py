@@ -93,6 +93,31 @@ async def test_sigterm_gives_back_at_once_what_waits_for_the_rate_limiter(
     assert all(r["tentativas"] == 0 for r in rows if r["estado"] == "pendente")
 
 
+async def test_kill_9_while_items_wait_for_the_rate_limiter_spends_none_of_their_attempts(
+    db_dsn: str, conn: asyncpg.Connection, crm: DevCrm, notify: NotifySocket, daemons: Any
+) -> None:
+    # Killed three times so, an item once ended failed ("processo interrompido durante o
+    # envio") though nothing of it had been sent: the chaos suite's kill -9 saw 10 of 480.
+    config = daemon_config(
+        db_dsn,
+        crm.url,
+        crm={"concurrency": 4, "limits": [{"requests": 1, "per_seconds": 30.0}]},
+        sync={"lookup_unknown": False},
+    )
+    daemon = daemons(config, {"NOTIFY_SOCKET": notify.path}).start()
+    await until(lambda: notify.with_field("READY", "1"), "READY=1")
+    await add_loja(conn)
+    await add_produtos(conn, 1, 5)
+    await until(lambda: len(crm.ledger) == 1, "the one request the limit allows")
+    await until(lambda: all_done(conn, 1), "the first produto")
+    await asyncio.sleep(0.5)  # the other four wait for a slot 30 s away (any start written)
+
+    daemon.stop_hard()  # SIGKILL: nothing is given back
+    rows = await conn.fetch("SELECT estado, tentativas FROM crm_sync_queue ORDER BY id")
+    assert sorted(r["estado"] for r in rows) == ["concluido"] + ["processando"] * 4
+    assert [r["tentativas"] for r in rows if r["estado"] == "processando"] == [0] * 4
+
+
 async def test_a_request_is_never_sent_twice_on_one_grant() -> None:
     """aiohttp would send a GET again by itself when a kept-alive connection breaks after the
     CRM read it: that second request would hold no grant of the rate limiter."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -443,7 +444,11 @@ async def test_a_crm_that_keeps_failing_spends_attempts_only_after_its_waits(
     assert (row["estado"], row["tentativas"], row["adiamentos"]) == ("falhou", 3, 2)
     log = await conn.fetch("SELECT * FROM crm_sync_log ORDER BY id")
     assert len(log) == 5  # 3 attempts and 2 waits, every request in the log
-    assert [r["tentativa"] for r in log] == [1, 2, 2, 2, 3]
+    # Which failures are the waits depends on the statuses drawn (a 502 or 503 never spends
+    # an attempt, a first 500 does: see test_reliability), but they come in attempt order.
+    tries = [r["tentativa"] for r in log]
+    assert tries[0] == 1 and tries[-1] == 3, tries
+    assert all(b - a in (0, 1) for a, b in itertools.pairwise(tries)), tries
     assert all(r["status"] == "erro" and r["http_status"] >= 500 for r in log)
     # Once the CRM is back, `retry` (here by hand) lets it through.
     crm.set_faults(error_rate=0.0)

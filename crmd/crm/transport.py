@@ -59,6 +59,9 @@ class RequestCount:
     queued: int = 0  # requests in the rate limiter's queue, not yet granted
     bulk: bool = False  # bulk work (the full sync): only its share of the shared budget
     exchanges: list[Exchange] = field(default_factory=list)  # what was sent and answered
+    # Called once, when the first request is let out by the limiter (the item's attempt is
+    # spent then, not while it waits for its turn).
+    on_first_send: Callable[[], None] | None = None
 
 
 _current: ContextVar[RequestCount | None] = ContextVar("crmd_request_count", default=None)
@@ -127,6 +130,8 @@ class Transport:
             async with self.limiter.slot(bulk=count.bulk) as waited:
                 granted = True
                 count.queued -= 1
+                if not count.sent and count.on_first_send is not None:
+                    count.on_first_send()
                 count.sent += 1
                 return await self._send(session, method, path, body, params, count, waited)
         finally:

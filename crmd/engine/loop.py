@@ -26,7 +26,7 @@ from crmd.crm.accounts import Account
 from crmd.engine.recorder import Recorder
 from crmd.engine.sync import Syncer
 from crmd.engine.work import Stats, Work
-from crmd.model import Entry, Item, Outcome, Settled
+from crmd.model import Entry, Item, Outcome, OutcomeKind, Settled
 from crmd.store import erp, mapping, queue
 from crmd.store.db import DB_ERRORS, refused
 
@@ -360,9 +360,19 @@ class Engine:
         if paused > 0 or (math.isfinite(delay) and delay > self.settings.queue.lease_seconds / 2):
             reason = account.limiter.pause_reason or "orçamento de requisições"
             return Outcome.released(reason, max(paused, delay), started=False)
-        work.started = True
-        self._recorder.started(work.item)
-        return await self._syncer.process(work)
+        work.on_send = lambda: self._spend(work)
+        outcome = await self._syncer.process(work)
+        if outcome.kind is not OutcomeKind.RELEASED:
+            self._spend(work)  # an outcome reached without a request counts as an attempt too
+        return outcome
+
+    def _spend(self, work: Work) -> None:
+        """The item's attempt is spent: when its first request is let out, not while it waits
+        for its turn at the rate limiter (a process killed then has sent nothing), so only
+        processes that die with its request out bring it nearer its last attempt."""
+        if not work.started:
+            work.started = True
+            self._recorder.started(work.item)
 
     def _settled(self, entry: Entry, settled: Settled) -> None:
         """An outcome is stored: count it and log it (called by the recorder)."""

@@ -57,6 +57,7 @@ class Syncer:
         """The item's outcome, with the requests it sent and how long it took."""
         count = work.count = counting()
         count.bulk = work.item.prioridade <= BULK_PRIORITY
+        count.on_first_send = work.on_send
         start = time.perf_counter()
         try:
             outcome = await self._send(work)

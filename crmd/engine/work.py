@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crmd.crm.accounts import Account
@@ -24,7 +25,8 @@ class Work:
     unsure_key: str | None = None  # the natural key that create was about
     load_error: str | None = None  # the row could not be read: why, naming the column
     count: RequestCount | None = None  # the requests sent for it so far (set when sending)
-    started: bool = False  # a worker started sending it: its attempt is spent
+    started: bool = False  # its first request was let out (or it ended without one): attempt spent
+    on_send: Callable[[], None] | None = None  # called when its first request is let out
 
     @property
     def waiting(self) -> bool:
