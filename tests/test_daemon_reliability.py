@@ -68,9 +68,10 @@ async def test_a_reload_to_a_database_that_does_not_answer_changes_nothing(
     assert await daemon.exit_code() == 0
 
 
-async def test_sigterm_gives_back_at_once_what_waits_for_the_rate_limiter(
+async def four_waiting_for_the_limiter(
     db_dsn: str, conn: asyncpg.Connection, crm: DevCrm, notify: NotifySocket, daemons: Any
-) -> None:
+) -> Any:
+    """A ready daemon allowed 1 request per 30 s, with 5 produtos: one sent, four waiting."""
     config = daemon_config(
         db_dsn,
         crm.url,
@@ -83,6 +84,13 @@ async def test_sigterm_gives_back_at_once_what_waits_for_the_rate_limiter(
     await add_produtos(conn, 1, 5)
     await until(lambda: len(crm.ledger) == 1, "the one request the limit allows")
     await asyncio.sleep(0.3)  # the other four now wait for a slot 30 s away
+    return daemon
+
+
+async def test_sigterm_gives_back_at_once_what_waits_for_the_rate_limiter(
+    db_dsn: str, conn: asyncpg.Connection, crm: DevCrm, notify: NotifySocket, daemons: Any
+) -> None:
+    daemon = await four_waiting_for_the_limiter(db_dsn, conn, crm, notify, daemons)
 
     daemon.send(signal.SIGTERM)
     signalled = time.monotonic()
@@ -98,19 +106,9 @@ async def test_kill_9_while_items_wait_for_the_rate_limiter_spends_none_of_their
 ) -> None:
     # Killed three times so, an item once ended failed ("processo interrompido durante o
     # envio") though nothing of it had been sent: the chaos suite's kill -9 saw 10 of 480.
-    config = daemon_config(
-        db_dsn,
-        crm.url,
-        crm={"concurrency": 4, "limits": [{"requests": 1, "per_seconds": 30.0}]},
-        sync={"lookup_unknown": False},
-    )
-    daemon = daemons(config, {"NOTIFY_SOCKET": notify.path}).start()
-    await until(lambda: notify.with_field("READY", "1"), "READY=1")
-    await add_loja(conn)
-    await add_produtos(conn, 1, 5)
-    await until(lambda: len(crm.ledger) == 1, "the one request the limit allows")
+    daemon = await four_waiting_for_the_limiter(db_dsn, conn, crm, notify, daemons)
     await until(lambda: all_done(conn, 1), "the first produto")
-    await asyncio.sleep(0.5)  # the other four wait for a slot 30 s away (any start written)
+    await asyncio.sleep(0.2)  # any start of the waiting four would be written by now
 
     daemon.stop_hard()  # SIGKILL: nothing is given back
     rows = await conn.fetch("SELECT estado, tentativas FROM crm_sync_queue ORDER BY id")

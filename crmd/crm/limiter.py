@@ -167,7 +167,7 @@ class RateLimiter:
                         token = self._take_spare(bulk)
                         if token is not None:
                             break
-                        tokens = [uuid.uuid4() for _ in range(self._group(now, bulk))]
+                        tokens = [uuid.uuid4() for _ in range(self._group(bulk))]
                         answer = await self._budget.grant(self._account, tokens, bulk, self._hold)
                         if answer.granted:
                             token = tokens[0]
@@ -191,19 +191,21 @@ class RateLimiter:
                 return token
         return None
 
-    def _group(self, now: float, bulk: bool) -> int:
+    def _group(self, bulk: bool) -> int:
         """How many slots to ask the shared budget for: one for each waiter here that could use
         them (live work may use a bulk slot, bulk work no live one), as many as the windows kept
         here have room for; one alone for the probe after a pause."""
         if self._probing:
             return 1
         wanting = self._waiting if bulk else self._waiting - self._waiting_bulk
-        room = SHARED_GROUP
-        for limit in self._local:
-            since = bisect.bisect_right(self._history, now - limit.per_seconds - self._margin)
-            held = self._in_flight + len(self._spare) + len(self._history) - since
-            room = min(room, limit.requests - held)
-        return max(1, min(wanting, room))
+        room = min(
+            (
+                limit.requests - self.used(limit.per_seconds + self._margin) - len(self._spare)
+                for limit in self._local
+            ),
+            default=SHARED_GROUP,
+        )
+        return max(1, min(wanting, room, SHARED_GROUP))
 
     def _drop_spare(self) -> None:
         """Give back the slots granted for waiters that will not use them."""
