@@ -188,3 +188,6 @@ class BudgetGrant:
     paused_until: float | None = None  # epoch seconds: the account is paused for every instance
     reason: str | None = None
     db_ms: float = 0.0  # the grant's own time in the database
+    # Per granted request, the seconds it must still wait before it is sent (its slots were
+    # granted ahead of their free time, crmd.store.budget.AHEAD); empty: none.
+    ready: tuple[float, ...] = ()

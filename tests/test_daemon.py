@@ -612,7 +612,17 @@ async def test_kill_9_mid_batch_then_restart_syncs_everything_exactly_once(
     await daemon.wait_event("started")
     await add_loja(conn)
     codes = await add_produtos(conn, 1, 30)
-    await until(lambda: len(crm.records("produtos")) >= 6, "a few produtos to sync")
+
+    async def creates_out() -> bool:
+        """A few produtos synced and more started on: their attempts written, answers to come."""
+        if len(crm.records("produtos")) < 6:
+            return False
+        started = await conn.fetchval(
+            "SELECT count(*) FROM crm_sync_queue WHERE estado = 'processando' AND tentativas = 1"
+        )
+        return bool(started)
+
+    await until(creates_out, "a few produtos synced and more being created")
     daemon.send(signal.SIGKILL)
     assert await daemon.exit_code() == -signal.SIGKILL
     left = await states(conn)

@@ -519,13 +519,17 @@ async def test_auth_failure_pauses_the_account_without_spending_attempts(
     rows = await conn.fetch("SELECT * FROM crm_sync_queue")
     assert {r["estado"] for r in rows} == {"pendente"}
     assert {r["tentativas"] for r in rows} == {0}
-    assert any("autenticação" in (r["ultimo_erro"] or "") for r in rows)
     # One probe reached the CRM; the rest waited for the pause instead of burning through.
     refused = [e for e in crm.ledger if e.status == 401]
     assert 1 <= len(refused) <= settings.crm.concurrency
-    # Each refused attempt is logged (it was sent), none spent an attempt.
+    # Each refused attempt is logged (it was sent) with why, none spent an attempt; a refused
+    # item still in the queue says why too (one that gave way to a newer change of its record
+    # leaves only its log).
     log = await conn.fetch("SELECT * FROM crm_sync_log")
     assert [(r["status"], r["http_status"]) for r in log] == [("erro", 401)] * len(refused)
+    assert all("autenticação" in r["mensagem"] for r in log)
+    still = [r for r in rows if r["id"] in {entry["queue_id"] for entry in log}]
+    assert all("autenticação" in (r["ultimo_erro"] or "") for r in still)
 
 
 async def test_wrong_tokens_never_appear_in_the_log_table(

@@ -442,3 +442,17 @@ async def test_restarted_limiter_respects_the_previous_process_window() -> None:
     assert waited > 0.4
     assert resumed - sent[0] >= 0.5 - 0.001
     assert max_in_window([*sent, resumed], 0.5 - 0.001) <= 5
+
+
+async def test_the_window_counts_from_the_answer_not_from_the_end_of_the_block() -> None:
+    clocks = FakeClocks()
+    limiter = RateLimiter([(1, 1.0)], clock=clocks.mono, wall_clock=clocks.wall)
+    async with limiter.slot() as held:
+        clocks.advance(0.2)
+        held.answered()  # the CRM's answer came
+        clocks.advance(0.3)  # reading and logging it
+    assert limiter.delay() == pytest.approx(0.7)  # 1 s from the answer, not from now
+    clocks.advance(0.7)
+    async with limiter.slot():
+        clocks.advance(0.2)  # failed without an answer: held until the block's end
+    assert limiter.delay() == pytest.approx(1.0)

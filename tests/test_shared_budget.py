@@ -139,6 +139,7 @@ async def test_an_answer_written_late_holds_its_slot_a_window_from_the_answer(
     pool: asyncpg.Pool,
 ) -> None:
     budget = PgBudget(lambda: pool)
+    budget.ahead = 0.0  # grants only once the slot is free: the refusal shows when that is
     await budget.configure("a", limits((1, 1.0)), 0.0, 1.0)
     token = uuid.uuid4()
     assert (await budget.grant("a", [token], False, 30.0)).granted
@@ -170,6 +171,81 @@ async def test_accounts_asking_at_once_are_granted_in_one_call(pool: asyncpg.Poo
     assert [a.granted for a in answers] == [1] * 6  # each account's own window: one of two
     assert all(a.wait > 50 for a in answers)
     assert sum(calls) == 6 and len(calls) <= 2, calls  # not one round trip per account
+
+
+async def test_a_slot_freeing_soon_is_granted_ahead_with_how_long_to_wait(
+    pool: asyncpg.Pool,
+) -> None:
+    budget = PgBudget(lambda: pool)
+    budget.ahead = 0.4
+    await budget.configure("a", limits((1, 0.3)), 0.0, 1.0)
+    token = uuid.uuid4()
+    assert (await budget.grant("a", [token], False, 30.0)).granted
+    budget.release(token)
+    await budget.close()  # written: the slot is free 0.3 s from the answer
+    early = await budget.grant("a", [uuid.uuid4()], False, 30.0)
+    assert early.granted == 1 and len(early.ready) == 1
+    assert 0.15 < early.ready[0] <= 0.3  # granted now, to be sent once the slot is free
+    later = await budget.grant("a", [uuid.uuid4()], False, 30.0)
+    assert not later.granted and later.wait > 29  # that slot is the early one's now
+    budget.ahead = 0.0
+    await budget.configure("b", limits((1, 0.3)), 0.0, 1.0)
+    token = uuid.uuid4()
+    assert (await budget.grant("b", [token], False, 30.0)).granted
+    budget.release(token)
+    await budget.close()
+    refused = await budget.grant("b", [uuid.uuid4()], False, 30.0)
+    assert not refused.granted and 0.15 < refused.wait <= 0.3  # without ahead: not yet
+
+
+async def test_requests_granted_ahead_never_leave_before_their_slot_is_free(
+    pool: asyncpg.Pool,
+) -> None:
+    budget = CountingBudget(pool)
+    await budget.configure("a", limits((2, 0.5)), 0.0, 1.0)
+    limiter = RateLimiter(limits((2, 0.5)), budget=budget, account="a")
+    spans: list[tuple[float, float]] = []  # (let out, answered) of each request
+
+    async def request() -> None:
+        async with limiter.slot() as held:
+            left = time.monotonic()
+            await asyncio.sleep(0.02)
+            held.answered()
+            spans.append((left, time.monotonic()))
+            await asyncio.sleep(0.05)  # reading and logging the answer: not held for
+
+    await asyncio.gather(*(request() for _ in range(8)))
+    await budget.close()
+    assert len(spans) == 8
+    spans.sort()
+    # Each request left no sooner than a window after the answer of the one two before it
+    # (the window holds 2): ahead of time only the grant, never the request.
+    for (_, answered), (left, _) in zip(spans, spans[2:], strict=False):
+        assert left >= answered + 0.5 - 0.002
+    # ... and it left close to that moment, not a grant's round trip or a read later.
+    assert max(left - answered - 0.5 for (_, answered), (left, _) in zip(spans, spans[2:])) < 0.1
+    assert await held_slots(pool) == 0
+
+
+async def test_a_pause_while_a_grant_waits_for_its_slot_gives_the_grant_back(
+    pool: asyncpg.Pool,
+) -> None:
+    budget = CountingBudget(pool)
+    budget.ahead = 0.5
+    await budget.configure("a", limits((1, 0.4)), 0.0, 1.0)
+    limiter = RateLimiter(limits((1, 0.4)), budget=budget, account="a")
+    await limiter.acquire()
+    second = asyncio.create_task(limiter.acquire())
+    await until(lambda: len(budget.calls) == 2, "the grant ahead")
+    await asyncio.sleep(0.05)  # granted, waiting for the slot to free itself
+    assert not second.done()
+    paused_at = time.monotonic()
+    limiter.pause(1.0, "429")
+    await asyncio.sleep(0.05)
+    assert await held_slots(pool) == 0  # the grant went back at once
+    await second
+    assert time.monotonic() - paused_at >= 1.0  # and the request waited out the pause
+    await budget.close()
 
 
 class CountingBudget(PgBudget):

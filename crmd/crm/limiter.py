@@ -63,13 +63,32 @@ SHARED_GROUP = 32
 class SharedBudget(Protocol):
     """The account's windows as every instance sees them (crmd.store.budget.PgBudget)."""
 
+    ahead: float  # seconds before a slot frees itself that it may be granted (with `ready`)
+
     async def grant(
         self, conta: str, tokens: Sequence[uuid.UUID], bulk: bool, hold: float
     ) -> BudgetGrant: ...
 
-    def release(self, token: uuid.UUID) -> None: ...
+    def release(self, token: uuid.UUID, age: float = 0.0) -> None: ...
 
     def pause(self, conta: str, seconds: float, reason: str) -> None: ...
+
+
+class Held:
+    """A granted request's hold on its slots, yielded by `RateLimiter.slot()`."""
+
+    __slots__ = ("_clock", "answered_at", "waited")
+
+    def __init__(self, waited: float, clock: Callable[[], float]) -> None:
+        self.waited = waited  # seconds the request waited for its grant
+        self.answered_at: float | None = None
+        self._clock = clock
+
+    def answered(self) -> None:
+        """The CRM's answer has begun to arrive: it had the request by then, so the windows
+        count from now, not from whenever the caller is done reading and logging it."""
+        if self.answered_at is None:
+            self.answered_at = self._clock()
 
 
 class RateLimiter:
@@ -108,8 +127,9 @@ class RateLimiter:
         self._waiting_bulk = 0  # of `_waiting`, the bulk work's
         self._in_flight = 0  # granted, not yet answered
         # Granted by the shared budget for the waiters queued behind the one that asked, not
-        # taken yet: (token, granted as bulk). Live work may take either kind, bulk only its own.
-        self._spare: deque[tuple[uuid.UUID, bool]] = deque()
+        # taken yet: (token, granted as bulk, when it may leave on `clock`). Live work may take
+        # either kind, bulk only its own.
+        self._spare: deque[tuple[uuid.UUID, bool, float]] = deque()
 
     def __repr__(self) -> str:
         limits = ", ".join(f"{lim.requests}/{lim.per_seconds:g}s" for lim in self._limits)
@@ -118,15 +138,16 @@ class RateLimiter:
     # -- granting ---------------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def slot(self, *, bulk: bool = False) -> AsyncIterator[float]:
+    async def slot(self, *, bulk: bool = False) -> AsyncIterator[Held]:
         """Wait for room in every window, then hold it while the request is out; yields the
-        seconds waited.
+        seconds waited and where to say the answer came (`Held.answered`).
 
-        The request counts against every window from the grant until this block ends (the
-        answer came back, or the request failed): until then it may still arrive at the CRM at
-        any moment, so no window may count it as gone. Cancelling a waiter takes nothing. With a
-        shared budget the grant is also the database's, for every instance; `bulk` work (the
-        full sync) may then use only its share of each window.
+        The request counts against every window from the grant until its answer (the moment
+        `answered()` was called; or this block's end, when the request failed): until then it
+        may still arrive at the CRM at any moment, so no window may count it as gone.
+        Cancelling a waiter takes nothing. With a shared budget the grant is also the
+        database's, for every instance; `bulk` work (the full sync) may then use only its share
+        of each window.
         """
         waited, token = await self._wait_for_room(bulk)
         if self._probing:
@@ -134,49 +155,64 @@ class RateLimiter:
                 self._probing = False
             else:
                 self._probe_pauses = self._pauses
+        held = Held(waited, self._clock)
         self._in_flight += 1
         try:
-            yield waited
+            yield held
         finally:
             self._in_flight -= 1
-            self._record(self._clock())
+            now = self._clock()
+            answered = now if held.answered_at is None else min(held.answered_at, now)
+            self._record(answered)
             if self._budget is not None and token is not None:
-                self._budget.release(token)
+                self._budget.release(token, now - answered)
             self._wake()
 
     async def acquire(self) -> float:
         """Take a slot for a request that is over at once (tests, tools); the seconds waited."""
-        async with self.slot() as waited:
-            return waited
+        async with self.slot() as held:
+            return held.waited
 
     async def _wait_for_room(self, bulk: bool = False) -> tuple[float, uuid.UUID | None]:
         """Wait for room here and, with a shared budget, for the database's grant; the seconds
-        waited and the shared budget's token for the request (None without one)."""
+        waited and the shared budget's token for the request (None without one).
+
+        The shared budget is asked as soon as the windows here free a slot within its `ahead`
+        seconds; the grant says when the request may leave, and the head waits for that (and
+        for room here) before it lets the request go. A pause while it waits gives the grant
+        back.
+        """
         start = self._clock()
         self._waiting += 1
         self._waiting_bulk += bulk
-        token = None
+        token: uuid.UUID | None = None
+        ready = 0.0  # when the shared budget lets `token`'s request leave, on `clock`
         try:
             async with self._lock:
                 while True:
                     now = self._clock()
                     delay = self._delay_at(now)
+                    budget = self._budget
+                    if budget is not None:
+                        if delay > budget.ahead:
+                            if token is not None:  # paused (or new limits) before it left
+                                budget.release(token)
+                                token = None
+                            delay -= budget.ahead  # then ask, that much before the room
+                        elif token is None:
+                            token, ready, refused = await self._shared_grant(budget, bulk)
+                            if token is None:
+                                await self._sleep(refused)
+                            continue
+                        else:
+                            delay = max(delay, ready - now)
                     if delay <= 0:
-                        if self._budget is None:
-                            break
-                        token = self._take_spare(bulk)
-                        if token is not None:
-                            break
-                        tokens = [uuid.uuid4() for _ in range(self._group(bulk))]
-                        answer = await self._budget.grant(self._account, tokens, bulk, self._hold)
-                        if answer.granted:
-                            token = tokens[0]
-                            self._spare.extend((t, bulk) for t in tokens[1 : answer.granted])
-                            now = self._clock()
-                            break
-                        self._shared_pause(answer)
-                        delay = min(max(answer.wait, 0.001), SHARED_POLL)
+                        break
                     await self._sleep(delay)
+        except BaseException:
+            if token is not None and self._budget is not None:
+                self._budget.release(token)  # cancelled while it waited to leave
+            raise
         finally:
             self._waiting -= 1
             self._waiting_bulk -= bulk
@@ -184,23 +220,50 @@ class RateLimiter:
                 self._drop_spare()  # the waiters it was granted for went away (cancelled)
         return max(0.0, now - start), token
 
-    def _take_spare(self, bulk: bool) -> uuid.UUID | None:
-        for index, (token, granted_bulk) in enumerate(self._spare):
+    async def _shared_grant(
+        self, budget: SharedBudget, bulk: bool
+    ) -> tuple[uuid.UUID | None, float, float]:
+        """A slot of the shared budget for the head waiter: one granted earlier for the queue
+        (a spare) or the first of a group asked for now. (token, when it may leave on `clock`,
+        0) or, refused, (None, 0, how long to wait before asking again)."""
+        spare = self._take_spare(bulk)
+        if spare is not None:
+            return spare[0], spare[1], 0.0
+        tokens = [uuid.uuid4() for _ in range(self._group(bulk))]
+        answer = await budget.grant(self._account, tokens, bulk, self._hold)
+        if not answer.granted:
+            self._shared_pause(answer)
+            return None, 0.0, min(max(answer.wait, 0.001), SHARED_POLL)
+        # `ready` counts from the database's now; the answer reached us later: never too early.
+        now = self._clock()
+        readies = [
+            now + (answer.ready[i] if i < len(answer.ready) else 0.0) for i in range(answer.granted)
+        ]
+        self._spare.extend(
+            (t, bulk, r) for t, r in zip(tokens[1 : answer.granted], readies[1:], strict=True)
+        )
+        return tokens[0], readies[0], 0.0
+
+    def _take_spare(self, bulk: bool) -> tuple[uuid.UUID, float] | None:
+        for index, (token, granted_bulk, ready) in enumerate(self._spare):
             if granted_bulk or not bulk:
                 del self._spare[index]
-                return token
+                return token, ready
         return None
 
     def _group(self, bulk: bool) -> int:
         """How many slots to ask the shared budget for: one for each waiter here that could use
         them (live work may use a bulk slot, bulk work no live one), as many as the windows kept
-        here have room for; one alone for the probe after a pause."""
+        here have room for within the budget's `ahead`; one alone for the probe after a pause."""
         if self._probing:
             return 1
+        ahead = self._budget.ahead if self._budget is not None else 0.0
         wanting = self._waiting if bulk else self._waiting - self._waiting_bulk
         room = min(
             (
-                limit.requests - self.used(limit.per_seconds + self._margin) - len(self._spare)
+                limit.requests
+                - self.used(limit.per_seconds + self._margin - ahead)
+                - len(self._spare)
                 for limit in self._local
             ),
             default=SHARED_GROUP,
@@ -210,7 +273,7 @@ class RateLimiter:
     def _drop_spare(self) -> None:
         """Give back the slots granted for waiters that will not use them."""
         while self._spare:
-            token, _ = self._spare.popleft()
+            token, _, _ = self._spare.popleft()
             if self._budget is not None:
                 self._budget.release(token)
 
@@ -333,6 +396,7 @@ class RateLimiter:
             self._pause_reason = reason
         if self._budget is not None:
             self._budget.pause(self._account, seconds, reason)
+        self._wake()  # a head granted ahead gives its grant back now, not when it would leave
 
     def resume(self) -> None:
         """End a pause now (no probe first)."""

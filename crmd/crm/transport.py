@@ -21,7 +21,7 @@ import aiohttp
 from crmd import __version__
 from crmd.config import CrmAccountSettings
 from crmd.crm.errors import CrmError, ErrorKind
-from crmd.crm.limiter import RateLimiter
+from crmd.crm.limiter import Held, RateLimiter
 from crmd.model import Exchange
 
 USER_AGENT = f"crmd/{__version__} (ERP-CRM sync daemon)"
@@ -127,13 +127,13 @@ class Transport:
         count.queued += 1
         granted = False
         try:
-            async with self.limiter.slot(bulk=count.bulk) as waited:
+            async with self.limiter.slot(bulk=count.bulk) as held:
                 granted = True
                 count.queued -= 1
                 if not count.sent and count.on_first_send is not None:
                     count.on_first_send()
                 count.sent += 1
-                return await self._send(session, method, path, body, params, count, waited)
+                return await self._send(session, method, path, body, params, count, held)
         finally:
             if not granted:  # cancelled (or failed) while waiting for the limiter
                 count.queued -= 1
@@ -146,7 +146,7 @@ class Transport:
         body: Any,
         params: Mapping[str, str] | None,
         count: RequestCount,
-        waited: float,
+        held: Held,
     ) -> Response:
         status: int | None = None
         received: str | None = None
@@ -155,6 +155,7 @@ class Transport:
             async with session.request(
                 method, self.base_url + path, json=body, params=params
             ) as resp:
+                held.answered()  # the status line came: the CRM had the request
                 text = await resp.text()
                 status = resp.status
                 count.statuses.append(resp.status)
@@ -182,7 +183,7 @@ class Transport:
         finally:
             seconds = time.perf_counter() - start
             count.exchanges.append(exchange(method, path, params, status, seconds, body, received))
-            event = RequestEvent(self.name, method, path, status, seconds, waited)
+            event = RequestEvent(self.name, method, path, status, seconds, held.waited)
             for observe in observers:
                 observe(event)
 

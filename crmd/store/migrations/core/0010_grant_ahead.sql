@@ -1,0 +1,197 @@
+-- Grants a moment ahead: a slot that frees itself within `p_ahead` seconds may be granted now,
+-- with how long the request must still wait before it is sent ("ready", seconds from the
+-- database's now). The grant's round trip then happens while the slot is still held instead of
+-- after it freed itself, so a slot's cycle is the window plus the time its request is out, not
+-- that plus a round trip (200 accounts at 3/s: see docs/SHARED_BUDGET.md). Safe: the sender
+-- sleeps `ready` from the moment the answer reached it, which is after the database's now, so the
+-- request leaves no earlier than the slot's free time.
+--
+-- The functions of 0008 and 0009 keep their signatures (an instance of the previous version on
+-- the same database keeps working during an upgrade) and become `p_ahead = 0` of these.
+
+CREATE FUNCTION crm_budget_grant(p_conta text, p_token uuid, p_bulk boolean, p_hold float8,
+                                 p_ahead float8,
+                                 OUT granted boolean, OUT wait float8, OUT ready float8,
+                                 OUT pausada_ate timestamptz, OUT motivo text,
+                                 OUT db_ms float8)
+LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz := clock_timestamp();
+    horizon timestamptz := now() + make_interval(secs => p_ahead);
+    w crm_budget_window;
+    found_slot integer;
+    found_free timestamptz;
+    made text;  -- 'live' or 'bulk': a slot not made yet, made by this grant
+    soonest timestamptz;
+    -- What this grant takes, per window: (janela, slot, made, free again at).
+    js integer[] := '{}';
+    slots integer[] := '{}';
+    kinds text[] := '{}';
+    frees timestamptz[] := '{}';
+BEGIN
+    granted := false;
+    wait := 0;
+    ready := 0;
+    SELECT s.pausada_ate, s.motivo INTO pausada_ate, motivo
+      FROM crm_account_state s WHERE s.conta = p_conta;
+    IF pausada_ate IS NOT NULL AND pausada_ate > now() THEN
+        wait := EXTRACT(EPOCH FROM pausada_ate - now());
+        db_ms := EXTRACT(EPOCH FROM clock_timestamp() - started) * 1000;
+        RETURN;
+    END IF;
+    FOR w IN SELECT * FROM crm_budget_window WHERE conta = p_conta ORDER BY janela FOR UPDATE
+    LOOP
+        -- Live work takes a slot bulk work cannot use, a new one of those, then a bulk slot;
+        -- bulk work only its own: its share of the window is all it can ever hold.
+        found_slot := NULL;
+        found_free := NULL;
+        made := NULL;
+        IF NOT p_bulk THEN
+            SELECT slot, livre_em INTO found_slot, found_free FROM crm_budget_slot
+             WHERE conta = p_conta AND janela = w.janela AND NOT bulk AND livre_em <= horizon
+             ORDER BY livre_em LIMIT 1;
+            IF found_slot IS NULL AND w.created_live < w.requests - w.bulk_slots THEN
+                found_slot := w.bulk_slots + w.created_live;
+                made := 'live';
+            END IF;
+        END IF;
+        IF found_slot IS NULL THEN
+            SELECT slot, livre_em INTO found_slot, found_free FROM crm_budget_slot
+             WHERE conta = p_conta AND janela = w.janela AND bulk AND livre_em <= horizon
+             ORDER BY livre_em LIMIT 1;
+        END IF;
+        IF found_slot IS NULL AND w.created_bulk < w.bulk_slots THEN
+            found_slot := w.created_bulk;
+            made := 'bulk';
+        END IF;
+        IF found_slot IS NULL THEN
+            SELECT min(livre_em) INTO soonest FROM crm_budget_slot
+             WHERE conta = p_conta AND janela = w.janela AND (bulk OR NOT p_bulk);
+            wait := GREATEST(wait, EXTRACT(EPOCH FROM soonest - horizon), 0.001);
+        ELSE
+            ready := GREATEST(ready, coalesce(EXTRACT(EPOCH FROM found_free - now()), 0));
+            js := js || w.janela;
+            slots := slots || found_slot;
+            kinds := kinds || made;
+            -- Held from the latest the request can leave (the horizon) for its timeout.
+            frees := frees || (horizon + make_interval(secs => p_hold + w.per_seconds + w.margin));
+        END IF;
+    END LOOP;
+    IF wait <= 0 THEN
+        -- Every window has room: take the slots, making those not made yet, in three statements
+        -- whatever the number of windows.
+        UPDATE crm_budget_slot s SET livre_em = t.free, token = p_token
+          FROM unnest(js, slots, kinds, frees) AS t (janela, slot, made, free)
+         WHERE t.made IS NULL AND s.conta = p_conta AND s.janela = t.janela AND s.slot = t.slot;
+        IF array_position(kinds, 'live') IS NOT NULL OR array_position(kinds, 'bulk') IS NOT NULL
+        THEN
+            INSERT INTO crm_budget_slot (conta, janela, slot, bulk, livre_em, token)
+            SELECT p_conta, t.janela, t.slot, t.made = 'bulk', t.free, p_token
+              FROM unnest(js, slots, kinds, frees) AS t (janela, slot, made, free)
+             WHERE t.made IS NOT NULL;
+            UPDATE crm_budget_window w2
+               SET created_live = created_live + (t.made = 'live')::integer,
+                   created_bulk = created_bulk + (t.made = 'bulk')::integer
+              FROM unnest(js, kinds) AS t (janela, made)
+             WHERE t.made IS NOT NULL AND w2.conta = p_conta AND w2.janela = t.janela;
+        END IF;
+        granted := true;
+    ELSE
+        ready := 0;
+    END IF;
+    db_ms := EXTRACT(EPOCH FROM clock_timestamp() - started) * 1000;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION crm_budget_grant(p_conta text, p_token uuid, p_bulk boolean,
+                                            p_hold float8,
+                                            OUT granted boolean, OUT wait float8,
+                                            OUT pausada_ate timestamptz, OUT motivo text,
+                                            OUT db_ms float8)
+LANGUAGE sql AS $$
+    SELECT g.granted, g.wait, g.pausada_ate, g.motivo, g.db_ms
+      FROM crm_budget_grant(p_conta, p_token, p_bulk, p_hold, 0) AS g;
+$$;
+
+-- The tokens granted in order until one is refused; `ready` holds each granted one's wait.
+CREATE FUNCTION crm_budget_grant_many(p_conta text, p_tokens uuid[], p_bulk boolean,
+                                      p_hold float8, p_ahead float8,
+                                      OUT granted integer, OUT wait float8,
+                                      OUT ready float8[],
+                                      OUT pausada_ate timestamptz, OUT motivo text,
+                                      OUT db_ms float8)
+LANGUAGE plpgsql AS $$
+DECLARE
+    started timestamptz := clock_timestamp();
+    t uuid;
+    one record;
+BEGIN
+    granted := 0;
+    wait := 0;
+    ready := '{}';
+    FOREACH t IN ARRAY p_tokens LOOP
+        SELECT * INTO one FROM crm_budget_grant(p_conta, t, p_bulk, p_hold, p_ahead);
+        IF NOT one.granted THEN
+            wait := one.wait;
+            pausada_ate := one.pausada_ate;
+            motivo := one.motivo;
+            EXIT;
+        END IF;
+        granted := granted + 1;
+        ready := ready || one.ready;
+    END LOOP;
+    db_ms := EXTRACT(EPOCH FROM clock_timestamp() - started) * 1000;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION crm_budget_grant_many(p_conta text, p_tokens uuid[], p_bulk boolean,
+                                                 p_hold float8,
+                                                 OUT granted integer, OUT wait float8,
+                                                 OUT pausada_ate timestamptz, OUT motivo text,
+                                                 OUT db_ms float8)
+LANGUAGE sql AS $$
+    SELECT g.granted, g.wait, g.pausada_ate, g.motivo, g.db_ms
+      FROM crm_budget_grant_many(p_conta, p_tokens, p_bulk, p_hold, 0) AS g;
+$$;
+
+CREATE FUNCTION crm_budget_grant_each(p_contas text[], p_sizes integer[], p_tokens uuid[],
+                                      p_bulk boolean[], p_hold float8[], p_ahead float8)
+RETURNS TABLE (pedido integer, granted integer, wait float8, ready float8[],
+               pausada_ate timestamptz, motivo text, db_ms float8)
+LANGUAGE plpgsql AS $$
+DECLARE
+    starts integer[] := '{}';
+    at integer := 1;
+    i integer;
+    one record;
+BEGIN
+    FOR i IN 1 .. coalesce(array_length(p_contas, 1), 0) LOOP
+        starts := starts || at;
+        at := at + p_sizes[i];
+    END LOOP;
+    FOR i IN SELECT c.o FROM unnest(p_contas) WITH ORDINALITY AS c (conta, o) ORDER BY c.conta, c.o
+    LOOP
+        SELECT * INTO one FROM crm_budget_grant_many(
+            p_contas[i], p_tokens[starts[i] : starts[i] + p_sizes[i] - 1], p_bulk[i], p_hold[i],
+            p_ahead);
+        pedido := i;
+        granted := one.granted;
+        wait := one.wait;
+        ready := one.ready;
+        pausada_ate := one.pausada_ate;
+        motivo := one.motivo;
+        db_ms := one.db_ms;
+        RETURN NEXT;
+    END LOOP;
+END;
+$$;
+
+CREATE OR REPLACE FUNCTION crm_budget_grant_each(p_contas text[], p_sizes integer[],
+                                                 p_tokens uuid[], p_bulk boolean[],
+                                                 p_hold float8[])
+RETURNS TABLE (pedido integer, granted integer, wait float8, pausada_ate timestamptz,
+               motivo text, db_ms float8)
+LANGUAGE sql AS $$
+    SELECT g.pedido, g.granted, g.wait, g.pausada_ate, g.motivo, g.db_ms
+      FROM crm_budget_grant_each(p_contas, p_sizes, p_tokens, p_bulk, p_hold, 0) AS g;
+$$;
