@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import importlib
 import shutil
 import sys
@@ -48,6 +49,9 @@ async def run_all(ctx: Context, names: list[str]) -> list[Outcome]:
     outcomes = []
     for name in names:
         print(f"-- {name} ...", file=sys.stderr, flush=True)
+        # Each scenario starts where the first did: no dirty pages or garbage of the others.
+        await ctx.pg.settle()
+        gc.collect()
         start = time.monotonic()
         outcome = await importlib.import_module(f"bench.{name}").run(ctx)
         outcome.seconds = time.monotonic() - start

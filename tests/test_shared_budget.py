@@ -178,11 +178,13 @@ async def test_a_slot_freeing_soon_is_granted_ahead_with_how_long_to_wait(
 ) -> None:
     budget = PgBudget(lambda: pool)
     budget.ahead = 0.4
-    await budget.configure("a", limits((1, 0.3)), 0.0, 1.0)
+    await budget.configure("a", limits((2, 0.3)), 0.0, 1.0)
     token = uuid.uuid4()
     assert (await budget.grant("a", [token], False, 30.0)).granted
     budget.release(token)
     await budget.close()  # written: the slot is free 0.3 s from the answer
+    now = await budget.grant("a", [uuid.uuid4()], False, 30.0)
+    assert now.granted == 1 and now.ready == (0.0,)  # a slot that is free (new) comes first
     early = await budget.grant("a", [uuid.uuid4()], False, 30.0)
     assert early.granted == 1 and len(early.ready) == 1
     assert 0.15 < early.ready[0] <= 0.3  # granted now, to be sent once the slot is free

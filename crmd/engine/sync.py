@@ -29,6 +29,7 @@ from crmd.config import Settings
 from crmd.crm.errors import CrmError, ErrorKind
 from crmd.crm.providers.base import Prepared, Row
 from crmd.crm.transport import counting
+from crmd.engine.markers import CreateMarkers
 from crmd.engine.work import Work
 from crmd.model import NewItem, Outcome
 from crmd.store import erp, mapping, queue
@@ -52,6 +53,7 @@ class Syncer:
     def __init__(self, pool: Callable[[], asyncpg.Pool], settings: Callable[[], Settings]) -> None:
         self._pool = pool
         self._settings = settings
+        self._markers = CreateMarkers(pool)
 
     async def process(self, work: Work) -> Outcome:
         """The item's outcome, with the requests it sent and how long it took."""
@@ -154,10 +156,7 @@ class Syncer:
 
     async def _create(self, work: Work, prepared: Prepared) -> str:
         item, conta = work.item, work.account.name
-        async with self._pool().acquire() as conn:
-            await mapping.mark_creating(
-                conn, conta, item.entidade, item.entidade_id, prepared.natural_key
-            )
+        await self._markers.mark((conta, item.entidade, item.entidade_id, prepared.natural_key))
         try:
             return await work.account.provider.create(item.entidade, prepared.payload)
         except CrmError as exc:

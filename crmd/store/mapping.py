@@ -57,11 +57,20 @@ async def resolve(
     return {(r["entidade"], r["entidade_id"]): r["external_id"] for r in rows}
 
 
-async def mark_creating(
-    conn: asyncpg.Connection, conta: str, entidade: str, entidade_id: int, natural_key: str | None
-) -> None:
-    """Commit the intent to create before the POST (see the module's docstring)."""
-    await conn.execute(queries["map_creating"], conta, entidade, entidade_id, natural_key)
+Creating = tuple[str, str, int, str | None]
+"""A record about to be created: (conta, entidade, entidade_id, natural key)."""
+
+
+async def mark_creating(conn: asyncpg.Connection, records: Sequence[Creating]) -> None:
+    """Commit the intent to create before the POSTs (see the module's docstring), for several
+    records in one statement; each record at most once."""
+    await conn.execute(
+        queries["map_creating"],
+        [r[0] for r in records],
+        [r[1] for r in records],
+        [r[2] for r in records],
+        [r[3] for r in records],
+    )
 
 
 async def not_created(

@@ -18,8 +18,11 @@ SELECT m.entidade, m.entidade_id, m.external_id
 -- name: map_creating
 -- Committed before a POST: if we die before storing the new id, the next attempt knows a record
 -- may already exist and looks it up (by $4, its natural key) instead of creating a duplicate.
+-- Several records at once ($1..$4 arrays of one length, one row per record).
 INSERT INTO crm_sync_map (conta, entidade, entidade_id, external_id, payload_hash, chave)
-VALUES ($1, $2, $3, NULL, NULL, $4)
+SELECT t.conta, t.entidade, t.entidade_id, NULL, NULL, t.chave
+  FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+       AS t (conta, entidade, entidade_id, chave)
 ON CONFLICT (conta, entidade, entidade_id) DO UPDATE
    SET external_id = NULL, payload_hash = NULL, chave = EXCLUDED.chave, sincronizado_em = now();
 

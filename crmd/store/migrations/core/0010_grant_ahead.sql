@@ -42,13 +42,15 @@ BEGIN
     FOR w IN SELECT * FROM crm_budget_window WHERE conta = p_conta ORDER BY janela FOR UPDATE
     LOOP
         -- Live work takes a slot bulk work cannot use, a new one of those, then a bulk slot;
-        -- bulk work only its own: its share of the window is all it can ever hold.
+        -- bulk work only its own: its share of the window is all it can ever hold. Only when
+        -- none is free and none can be made, the one that frees itself first, if that is
+        -- within the horizon (granted ahead: never instead of a slot free now).
         found_slot := NULL;
         found_free := NULL;
         made := NULL;
         IF NOT p_bulk THEN
-            SELECT slot, livre_em INTO found_slot, found_free FROM crm_budget_slot
-             WHERE conta = p_conta AND janela = w.janela AND NOT bulk AND livre_em <= horizon
+            SELECT slot INTO found_slot FROM crm_budget_slot
+             WHERE conta = p_conta AND janela = w.janela AND NOT bulk AND livre_em <= now()
              ORDER BY livre_em LIMIT 1;
             IF found_slot IS NULL AND w.created_live < w.requests - w.bulk_slots THEN
                 found_slot := w.bulk_slots + w.created_live;
@@ -56,8 +58,8 @@ BEGIN
             END IF;
         END IF;
         IF found_slot IS NULL THEN
-            SELECT slot, livre_em INTO found_slot, found_free FROM crm_budget_slot
-             WHERE conta = p_conta AND janela = w.janela AND bulk AND livre_em <= horizon
+            SELECT slot INTO found_slot FROM crm_budget_slot
+             WHERE conta = p_conta AND janela = w.janela AND bulk AND livre_em <= now()
              ORDER BY livre_em LIMIT 1;
         END IF;
         IF found_slot IS NULL AND w.created_bulk < w.bulk_slots THEN
@@ -65,11 +67,17 @@ BEGIN
             made := 'bulk';
         END IF;
         IF found_slot IS NULL THEN
-            SELECT min(livre_em) INTO soonest FROM crm_budget_slot
-             WHERE conta = p_conta AND janela = w.janela AND (bulk OR NOT p_bulk);
-            wait := GREATEST(wait, EXTRACT(EPOCH FROM soonest - horizon), 0.001);
-        ELSE
-            ready := GREATEST(ready, coalesce(EXTRACT(EPOCH FROM found_free - now()), 0));
+            SELECT slot, livre_em INTO found_slot, found_free FROM crm_budget_slot
+             WHERE conta = p_conta AND janela = w.janela AND (bulk OR NOT p_bulk)
+             ORDER BY livre_em LIMIT 1;
+            IF found_slot IS NULL OR found_free > horizon THEN
+                wait := GREATEST(wait, EXTRACT(EPOCH FROM found_free - horizon), 0.001);
+                found_slot := NULL;
+            ELSE
+                ready := GREATEST(ready, EXTRACT(EPOCH FROM found_free - now()));
+            END IF;
+        END IF;
+        IF found_slot IS NOT NULL THEN
             js := js || w.janela;
             slots := slots || found_slot;
             kinds := kinds || made;
