@@ -60,10 +60,8 @@ class PgServer:
         """Write out what earlier scenarios left dirty (CHECKPOINT), so that the next one does
         not pay for it: a checkpoint spread over minutes after the million rows of `depth` used
         to run beside `scale`. A server where we may not checkpoint is left as it is."""
-        try:
+        with contextlib.suppress(asyncpg.InsufficientPrivilegeError):
             await self.admin("CHECKPOINT")
-        except asyncpg.InsufficientPrivilegeError:
-            pass
 
     async def drop_database(self, name: str) -> None:
         await self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
