@@ -188,6 +188,7 @@ class BudgetGrant:
     paused_until: float | None = None  # epoch seconds: the account is paused for every instance
     reason: str | None = None
     db_ms: float = 0.0  # the grant's own time in the database
-    # Per granted request, the seconds it must still wait before it is sent (its slots were
-    # granted ahead of their free time, crmd.store.budget.AHEAD); empty: none.
+    # For each granted request (as many as `granted`), the seconds it must still wait before it
+    # is sent: 0, or more when its slots were granted ahead of their free time
+    # (crmd.store.budget.AHEAD).
     ready: tuple[float, ...] = ()

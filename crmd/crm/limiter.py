@@ -236,9 +236,7 @@ class RateLimiter:
             return None, 0.0, min(max(answer.wait, 0.001), SHARED_POLL)
         # `ready` counts from the database's now; the answer reached us later: never too early.
         now = self._clock()
-        readies = [
-            now + (answer.ready[i] if i < len(answer.ready) else 0.0) for i in range(answer.granted)
-        ]
+        readies = [now + ready for ready in answer.ready]
         self._spare.extend(
             (t, bulk, r) for t, r in zip(tokens[1 : answer.granted], readies[1:], strict=True)
         )

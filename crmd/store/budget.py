@@ -153,7 +153,7 @@ class PgBudget:
                 None if until is None else until.timestamp(),
                 row["motivo"],
                 float(row["db_ms"] or 0.0),
-                tuple(max(float(r), 0.0) for r in row["ready"] or ()),
+                tuple(row["ready"] or ()),  # never negative (GREATEST in 0010)
             )
         return answers
 
