@@ -192,3 +192,10 @@ class BudgetGrant:
     # is sent: 0, or more when its slots were granted ahead of their free time
     # (crmd.store.budget.AHEAD).
     ready: tuple[float, ...] = ()
+    # And for each: the request whose answer frees the slot it waits for (None: it waits for no
+    # slot, or for one no known answer frees), how long after that answer it may leave, and how
+    # long its other windows make it wait. A sender that saw that answer times the request from
+    # it, by its own clock, rather than from when this reply reached it (migration 0011).
+    freed_by: tuple[uuid.UUID | None, ...] = ()
+    freed_lead: tuple[float | None, ...] = ()
+    ready_rest: tuple[float, ...] = ()

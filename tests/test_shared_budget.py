@@ -5,6 +5,7 @@ the other. Plus the budget's own rules (bulk share, the log as a starting point,
 from __future__ import annotations
 
 import asyncio
+import itertools
 import signal
 import time
 import uuid
@@ -226,6 +227,102 @@ async def test_requests_granted_ahead_never_leave_before_their_slot_is_free(
     assert min(gaps) >= 0.5 - 0.002
     # ... and it left close to that moment, not a grant's round trip or a read later.
     assert max(gaps) < 0.5 + 0.1
+    assert await held_slots(pool) == 0
+
+
+async def test_a_grant_ahead_names_the_answer_that_frees_its_slot(pool: asyncpg.Pool) -> None:
+    budget = PgBudget(lambda: pool)
+    budget.ahead = 0.6
+    await budget.configure("a", limits((1, 0.3), (1, 0.5)), 0.0, 1.0)
+    first = uuid.uuid4()
+    assert (await budget.grant("a", [first], False, 30.0)).granted
+    budget.release(first)
+    await budget.close()
+    ahead = await budget.grant("a", [uuid.uuid4()], False, 30.0)
+    assert ahead.granted == 1
+    # The 0.5 s window binds: its slot frees 0.5 s after the first request's answer; the other
+    # window's wait is what is left besides it.
+    assert ahead.freed_by == (first,) and ahead.freed_lead == (0.5,)
+    assert 0.3 < ahead.ready[0] <= 0.5 and 0.1 < ahead.ready_rest[0] <= 0.3
+    await budget.configure("b", limits((1, 0.3)), 0.0, 1.0)
+    free = await budget.grant("b", [uuid.uuid4()], False, 30.0)
+    assert free.granted and free.ready == (0.0,) and free.freed_by == (None,)  # waits for none
+
+
+async def test_a_slot_whose_request_never_answered_is_not_timed_from_an_older_answer(
+    pool: asyncpg.Pool,
+) -> None:
+    budget = PgBudget(lambda: pool)
+    budget.ahead = 0.5
+    await budget.configure("a", limits((1, 0.2)), 0.0, 1.0)
+    answered = uuid.uuid4()
+    assert (await budget.grant("a", [answered], False, 30.0)).granted
+    budget.release(answered)
+    await budget.close()
+    lost = await budget.grant("a", [uuid.uuid4()], False, 0.0)  # its process dies: no answer
+    assert lost.granted and lost.freed_by == (answered,)
+    await asyncio.sleep(lost.ready[0] + 0.1)
+    # The slot frees itself by the lost request's hold; the answer before it says nothing.
+    after = await budget.grant("a", [uuid.uuid4()], False, 30.0)
+    assert after.granted and after.freed_by == (None,) and after.ready[0] > 0.1
+
+
+class SlowReplies(PgBudget):
+    """The real budget, whose grants reach the limiter `delay` seconds after the database gave
+    them (a loaded machine: the reply waits in the network and in both event loops)."""
+
+    def __init__(self, pool: asyncpg.Pool, delay: float) -> None:
+        super().__init__(lambda: pool)
+        self.delay = delay
+
+    async def grant(
+        self, conta: str, tokens: Sequence[uuid.UUID], bulk: bool, hold: float
+    ) -> BudgetGrant:
+        answer = await super().grant(conta, tokens, bulk, hold)
+        await asyncio.sleep(self.delay)
+        return answer
+
+
+async def test_a_slot_freed_by_its_own_answer_is_timed_by_the_senders_clock(
+    pool: asyncpg.Pool,
+) -> None:
+    """Two instances on one account, each reply to a grant 0.15 s late: a request granted ahead
+    of a slot its own instance freed leaves a window after that answer, not 0.15 s later; one
+    whose slot the other instance freed waits from its reply (this one cannot know when that
+    answer came). Never, either way, less than a window after the answer before it."""
+    window = 0.4
+    budgets = [SlowReplies(pool, 0.15), SlowReplies(pool, 0.15)]
+    await budgets[0].configure("a", limits((1, window)), 0.0, 1.0)
+    limiters = [RateLimiter(limits((1, window)), budget=b, account="a") for b in budgets]
+    spans: list[tuple[float, float, int]] = []  # (let out, answered, which instance)
+
+    async def requests(which: int, count: int) -> None:
+        for _ in range(count):
+            async with limiters[which].slot() as held:
+                left = time.monotonic()
+                await asyncio.sleep(0.01)
+                held.answered()
+                spans.append((left, time.monotonic(), which))
+
+    def gaps() -> list[tuple[float, bool]]:
+        """From each answer to the next request's leaving; whether one instance sent both."""
+        ordered = sorted(spans)
+        return [
+            (left - answered, a == b)
+            for (_, answered, a), (left, _, b) in itertools.pairwise(ordered)
+        ]
+
+    await requests(0, 4)  # one instance alone: each slot its own
+    own = [gap for gap, _ in gaps()]
+    assert min(own) >= window - 0.002
+    assert max(own) < window + 0.1, own  # not the reply's 0.15 s later
+    spans.clear()
+    await asyncio.gather(requests(0, 4), requests(1, 4))
+    await asyncio.gather(*(b.close() for b in budgets))
+    assert len(spans) == 8
+    assert min(gap for gap, _ in gaps()) >= window - 0.002  # the other's answer waited for too
+    foreign = [gap for gap, same in gaps() if not same]
+    assert foreign and min(foreign) >= window + 0.1  # from the reply: the answer is not known
     assert await held_slots(pool) == 0
 
 

@@ -25,7 +25,8 @@ tested without sleeping (`delay`, `try_acquire`); `acquire` sleeps for real on t
 Memory: one float per request answered inside the longest configured window; with the default daily
 limit of 30,000 that is up to 30,000 floats (about 1 MB) per account. History older than the longest
 window is dropped, so a reload that adds a longer window knows only the grants of the old longest
-window.
+window. With a shared budget only the windows up to LOCAL_HORIZON are kept here (the database keeps
+the daily one), and for each of their requests its token too (to time a grant ahead from it).
 
 Not thread-safe: call everything from the event loop's thread.
 """
@@ -130,6 +131,9 @@ class RateLimiter:
         # taken yet: (token, granted as bulk, when it may leave on `clock`). Live work may take
         # either kind, bulk only its own.
         self._spare: deque[tuple[uuid.UUID, bool, float]] = deque()
+        # When each request of this limiter's was answered, by token, on `clock` (shared budget
+        # only; oldest first): a grant ahead of a slot freed by one of them is timed from it.
+        self._answered: dict[uuid.UUID, float] = {}
 
     def __repr__(self) -> str:
         limits = ", ".join(f"{lim.requests}/{lim.per_seconds:g}s" for lim in self._limits)
@@ -165,6 +169,7 @@ class RateLimiter:
             answered = now if held.answered_at is None else min(held.answered_at, now)
             self._record(answered)
             if self._budget is not None and token is not None:
+                self._remember(token, answered)
                 self._budget.release(token, now - answered)
             self._wake()
 
@@ -234,13 +239,38 @@ class RateLimiter:
         if not answer.granted:
             self._shared_pause(answer)
             return None, 0.0, min(max(answer.wait, 0.001), SHARED_POLL)
-        # `ready` counts from the database's now; the answer reached us later: never too early.
         now = self._clock()
-        readies = [now + ready for ready in answer.ready]
+        readies = [self._ready_at(answer, n, now) for n in range(answer.granted)]
         self._spare.extend(
             (t, bulk, r) for t, r in zip(tokens[1 : answer.granted], readies[1:], strict=True)
         )
         return tokens[0], readies[0], 0.0
+
+    def _ready_at(self, answer: BudgetGrant, n: int, now: float) -> float:
+        """When the `n`-th request granted by `answer` may leave, on `clock` (`now`: when the
+        answer reached us). The database's `ready` counts from its own now, which was earlier:
+        counted from `now` it is never too early, but late by the reply's way back. When the
+        slot waited for was freed by an answer seen here, the request leaves a window after
+        that answer, by this clock, exactly (and no sooner than its other windows allow)."""
+        freed_by = answer.freed_by[n] if n < len(answer.freed_by) else None
+        answered = self._answered.get(freed_by) if freed_by is not None else None
+        lead = answer.freed_lead[n] if answered is not None else None
+        if answered is None or lead is None:
+            return now + answer.ready[n]
+        return max(answered + lead, now + answer.ready_rest[n])
+
+    def _remember(self, token: uuid.UUID, answered: float) -> None:
+        """Keep when `token`'s request was answered for as long as a grant ahead may time a
+        request from it: the longest window kept here, and the budget's `ahead`."""
+        answers = self._answered
+        answers[token] = answered
+        ahead = self._budget.ahead if self._budget is not None else 0.0
+        horizon = answered - self._longest_window() - ahead
+        while True:
+            oldest, when = next(iter(answers.items()))
+            if when > horizon:
+                break
+            del answers[oldest]
 
     def _take_spare(self, bulk: bool) -> tuple[uuid.UUID, float] | None:
         for index, (token, granted_bulk, ready) in enumerate(self._spare):

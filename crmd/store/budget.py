@@ -1,14 +1,16 @@
 """The request budget of each CRM account, shared by every instance through PostgreSQL.
 
-A grant is a call of `crm_budget_grant_each` (migrations/core/0008, 0009, 0010): for each request
+A grant is a call of `crm_budget_grant_each` (migrations/core/0008 to 0011): for each request
 of a group in turn, a slot of every window of the account, by the database's clock, or how long
 to wait; the groups of every account waiting at that moment go in one call. When no slot is free
 and none can be made, one that frees itself within AHEAD seconds is granted with how long its
 request must still wait, so the round trip falls inside the slot's held time instead of adding
 to its cycle. Answers (releases) and pauses are written in groups by one writer task; an answer
 carries how long ago it came, so its slot holds for the window from the answer, not from the
-write. A database that cannot be reached refuses grants for a moment (the requests wait) rather
-than letting any go unbudgeted.
+write. A grant ahead also says whose answer frees the slot it waits for: a sender that saw that
+answer (its own request's) times the request from it by its own clock, not from when the grant's
+reply reached it (migration 0011). A database that cannot be reached refuses grants for a moment
+(the requests wait) rather than letting any go unbudgeted.
 """
 
 from __future__ import annotations
@@ -154,6 +156,9 @@ class PgBudget:
                 row["motivo"],
                 float(row["db_ms"] or 0.0),
                 tuple(row["ready"] or ()),  # never negative (GREATEST in 0010)
+                tuple(row["freed_by"] or ()),
+                tuple(row["freed_lead"] or ()),
+                tuple(row["ready_rest"] or ()),
             )
         return answers
 

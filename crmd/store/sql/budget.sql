@@ -1,13 +1,15 @@
 -- The shared request budget of the CRM accounts and the registry of instances
--- (crmd/store/budget.py, crmd/store/instances.py; the functions in migrations/core/0008-0010).
+-- (crmd/store/budget.py, crmd/store/instances.py; the functions in migrations/core/0008-0011).
 
 -- name: budget_configure
 SELECT crm_budget_configure($1, $2::integer[], $3::float8[], $4, $5);
 
 -- name: budget_grant
 -- Groups of requests of several accounts: $2 holds how many of the tokens $3 each group has;
--- slots free within $6 seconds may be granted, `ready` saying how long each must still wait.
-SELECT pedido, granted, wait, ready, pausada_ate, motivo, db_ms
+-- slots free within $6 seconds may be granted, `ready` saying how long each must still wait
+-- (and `freed_by`, `freed_lead`, `ready_rest` what it waits for: migration 0011).
+SELECT pedido, granted, wait, ready, pausada_ate, motivo, db_ms, freed_by, freed_lead,
+       ready_rest
   FROM crm_budget_grant_each($1::text[], $2::integer[], $3::uuid[], $4::boolean[],
                              $5::float8[], $6::float8);
 
