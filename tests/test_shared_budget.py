@@ -249,6 +249,42 @@ async def test_a_grant_ahead_names_the_answer_that_frees_its_slot(pool: asyncpg.
     assert free.granted and free.ready == (0.0,) and free.freed_by == (None,)  # waits for none
 
 
+async def test_answers_and_renewals_find_their_slots_by_token_not_by_reading_every_slot(
+    pool: asyncpg.Pool,
+) -> None:
+    """A daily window holds a row per request sent that day (30,000 per account): answering a
+    few requests must not read them all, and neither a plan made while the table was empty."""
+    budget = PgBudget(lambda: pool)
+    await budget.configure("a", limits((30_000, 86_400.0)), 0.0, 1.0)
+    tokens = [uuid.uuid4() for _ in range(5)]
+    async with pool.acquire() as conn:
+        for _ in range(6):  # answers while the table is small: a plan cached now would stay
+            out = [uuid.uuid4() for _ in range(3)]
+            assert (await budget.grant("a", out, False, 30.0)).granted == 3
+            await conn.execute("SELECT crm_budget_release_answered($1, $2)", out, [0.0] * 3)
+        await conn.execute(
+            """INSERT INTO crm_budget_slot (conta, janela, slot, bulk, livre_em)
+               SELECT 'a', 0, 100 + g, false, now() + interval '1 day'
+                 FROM generate_series(1, 20000) g"""
+        )
+        assert (await budget.grant("a", tokens, False, 30.0)).granted == 5
+        async with conn.transaction():
+
+            async def scans() -> int:
+                value: int = await conn.fetchval(
+                    "SELECT seq_scan FROM pg_stat_xact_user_tables"
+                    " WHERE relname = 'crm_budget_slot'"
+                )
+                return value
+
+            before = await scans()
+            await conn.execute("SELECT crm_budget_renew($1, 30.0)", tokens)
+            await conn.execute("SELECT crm_budget_release_answered($1, $2)", tokens[:3], [0.1] * 3)
+            await conn.execute("SELECT crm_budget_release($1)", tokens[3:])
+            assert await scans() == before
+    assert await held_slots(pool) == 0
+
+
 async def test_a_slot_whose_request_never_answered_is_not_timed_from_an_older_answer(
     pool: asyncpg.Pool,
 ) -> None:

@@ -1,5 +1,5 @@
 -- The shared request budget of the CRM accounts and the registry of instances
--- (crmd/store/budget.py, crmd/store/instances.py; the functions in migrations/core/0008-0011).
+-- (crmd/store/budget.py, crmd/store/instances.py; the functions in migrations/core/0008-0012).
 
 -- name: budget_configure
 SELECT crm_budget_configure($1, $2::integer[], $3::float8[], $4, $5);
@@ -19,10 +19,7 @@ SELECT crm_budget_release_answered($1::uuid[], $2::float8[]);
 
 -- name: budget_renew
 -- Requests still out (tokens $1) keep their slots $2 seconds more, plus the window's length.
-UPDATE crm_budget_slot s
-   SET livre_em = now() + make_interval(secs => $2 + w.per_seconds + w.margin)
-  FROM crm_budget_window w
- WHERE s.token = ANY($1::uuid[]) AND w.conta = s.conta AND w.janela = s.janela;
+SELECT crm_budget_renew($1::uuid[], $2::float8);
 
 -- name: budget_pause
 -- A pause seen by every instance; a longer one wins, a shorter one changes nothing.
