@@ -52,9 +52,12 @@ async def run_all(ctx: Context, names: list[str]) -> list[Outcome]:
         # Each scenario starts where the first did: no dirty pages or garbage of the others.
         await ctx.pg.settle()
         gc.collect()
-        start = time.monotonic()
+        start, ticks = time.monotonic(), report.cpu_ticks()
         outcome = await importlib.import_module(f"bench.{name}").run(ctx)
         outcome.seconds = time.monotonic() - start
+        steal = report.steal_share(ticks, report.cpu_ticks())
+        outcome.figures["cpu_steal"] = round(steal, 4)
+        outcome.notes.append(f"CPU stolen by the hypervisor during the scenario: {steal:.1%}")
         print(report.render(outcome), flush=True)
         outcomes.append(outcome)
     return outcomes

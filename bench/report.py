@@ -15,6 +15,26 @@ from bench.scenario import Outcome
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) CPU ticks of the whole machine so far (/proc/stat; (0, 0) elsewhere).
+
+    Steal is the time the hypervisor gave this machine's vCPUs to someone else: on a shared
+    virtual machine it is the part of the noise that the figures cannot see otherwise."""
+    try:
+        with open("/proc/stat", encoding="ascii") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    steal = fields[7] if len(fields) > 7 else 0
+    return steal, sum(fields[:8])
+
+
+def steal_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time stolen between two `cpu_ticks()` readings."""
+    total = after[1] - before[1]
+    return (after[0] - before[0]) / total if total > 0 else 0.0
+
+
 def machine(pg: PgServer) -> dict[str, Any]:
     model = "unknown"
     try:
