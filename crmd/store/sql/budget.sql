@@ -1,5 +1,5 @@
 -- The shared request budget of the CRM accounts and the registry of instances
--- (crmd/store/budget.py, crmd/store/instances.py; the functions in migrations/core/0008-0012).
+-- (crmd/store/budget.py, crmd/store/instances.py; the functions in migrations/core/0008-0011).
 
 -- name: budget_configure
 SELECT crm_budget_configure($1, $2::integer[], $3::float8[], $4, $5);
